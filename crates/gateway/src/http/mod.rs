@@ -1,0 +1,335 @@
+//! The HTTP surfaces. Handlers are thin: decode, call, encode.
+
+pub mod openai;
+pub mod response;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, Uri};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::Layer as _;
+
+use crate::auth::{Auth, Principal};
+use crate::error::{Error, ErrorKind};
+use crate::router::Catalog;
+use crate::telemetry;
+pub use response::{Dialect, ModelLabel, error_response};
+
+/// Everything a handler needs, shared by all requests.
+pub struct App {
+    pub catalog: Catalog,
+    pub auth: Auth,
+    pub max_body_bytes: usize,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The id of this request, echoed in `x-request-id`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// Builds the whole HTTP service: path normalisation in front of the router.
+pub fn service(app: Arc<App>) -> axum::routing::IntoMakeService<Router> {
+    router(app).into_make_service()
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{*id}", get(openai::get_model))
+        .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
+    let inner = Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(observe))
+        .with_state(app);
+    // Normalise the path before routing, so `/api/openai/v1/…` and `/v1/v1/…` reach the same handler.
+    Router::new().fallback_service(tower::util::MapRequestLayer::new(normalize_request).layer(inner))
+}
+
+fn normalize_request(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if let Some(new_path) = normalize_path(path) {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
+/// Endpoints clients reach without the `/v1` prefix when their base URL lacks it.
+const BARE_ENDPOINTS: &[&str] = &[
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/models",
+    "/messages",
+    "/responses",
+];
+
+/// Maps the aliases of every surface onto one canonical path; `None` when the path is already canonical.
+pub fn normalize_path(path: &str) -> Option<String> {
+    let trimmed = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let (prefix, api, mut rest) = if let Some(r) = trimmed.strip_prefix("/api/openai") {
+        ("", true, r)
+    } else if let Some(r) = trimmed.strip_prefix("/api/anthropic") {
+        ("/anthropic", true, r)
+    } else {
+        ("", false, trimmed)
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    while rest.starts_with("/v1/v1") {
+        rest = &rest[3..];
+    }
+    let has_v1 = rest == "/v1" || rest.starts_with("/v1/");
+    let bare = BARE_ENDPOINTS.iter().any(|e| {
+        rest.strip_prefix(e)
+            .is_some_and(|t| t.is_empty() || t.starts_with('/'))
+    });
+    let out = if !has_v1 && (api || bare) {
+        format!("{prefix}/v1{rest}")
+    } else {
+        format!("{prefix}{rest}")
+    };
+    (out != path).then_some(out)
+}
+
+async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    match app.auth.authenticate(req.headers()) {
+        Ok(p) => {
+            req.extensions_mut().insert::<Principal>(p);
+            next.run(req).await
+        }
+        Err(e) => error_response(Dialect::of_path(req.uri().path()), &e),
+    }
+}
+
+fn request_id(req: &Request) -> Arc<str> {
+    if let Some(v) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Arc::from(v);
+    }
+    Arc::from(format!("req_{:032x}", rand::random::<u128>()).as_str())
+}
+
+/// Request id, in-flight gauge, request counter and duration histogram. Duration and in-flight cover
+/// the whole body, so a stream counts until its last byte.
+async fn observe(mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route: Arc<str> = match req.extensions().get::<MatchedPath>() {
+        Some(m) => Arc::from(m.as_str()),
+        None => Arc::from("unmatched"),
+    };
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "route" => route.to_string());
+    in_flight.increment(1.0);
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let model = resp
+        .extensions()
+        .get::<ModelLabel>()
+        .map_or_else(String::new, |m| m.0.clone());
+    metrics::counter!(
+        telemetry::REQUESTS,
+        "route" => route.to_string(),
+        "model" => model.clone(),
+        "status" => resp.status().as_u16().to_string()
+    )
+    .increment(1);
+    let guard = ObserveGuard {
+        start,
+        route,
+        model,
+        in_flight,
+    };
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(Guarded {
+            inner: body,
+            _guard: guard,
+        }),
+    )
+}
+
+struct ObserveGuard {
+    start: Instant,
+    route: Arc<str>,
+    model: String,
+    in_flight: metrics::Gauge,
+}
+
+impl Drop for ObserveGuard {
+    fn drop(&mut self) {
+        self.in_flight.decrement(1.0);
+        metrics::histogram!(
+            telemetry::REQUEST_DURATION,
+            "route" => self.route.to_string(),
+            "model" => std::mem::take(&mut self.model)
+        )
+        .record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// A body that holds a guard until it is finished or dropped.
+struct Guarded<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Unpin + Send + 'static> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn health() -> Response {
+    response::json_body(&serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    match &app.metrics {
+        Some(h) => (
+            [(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let e = Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "Unknown request URL: {method} {}. Please check the URL for typos.",
+            uri.path()
+        ),
+    )
+    .with_code("unknown_url");
+    error_response(Dialect::of_path(uri.path()), &e)
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let mut e = Error::invalid(format!("Method {method} is not allowed for {}.", uri.path()));
+    e.code = Some("method_not_allowed".into());
+    let mut resp = error_response(Dialect::of_path(uri.path()), &e);
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}
+
+/// Reads a request body up to the configured limit: 413 beyond it.
+pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, Error> {
+    let too_large = || {
+        Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+        .with_code("request_too_large")
+    };
+    if let Some(len) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large());
+                }
+                source = s.source();
+            }
+            Err(Error::invalid(format!("Could not read the request body: {e}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_path;
+
+    #[test]
+    fn aliases_map_onto_canonical_paths() {
+        let cases = [
+            ("/v1/chat/completions", None),
+            ("/v1/v1/chat/completions", Some("/v1/chat/completions")),
+            ("/api/openai/chat/completions", Some("/v1/chat/completions")),
+            ("/api/openai/v1/chat/completions", Some("/v1/chat/completions")),
+            ("/api/openai/v1/v1/models", Some("/v1/models")),
+            ("/api/openai/models/gpt-4o", Some("/v1/models/gpt-4o")),
+            ("/api/anthropic/v1/messages", Some("/anthropic/v1/messages")),
+            ("/api/anthropic/messages", Some("/anthropic/v1/messages")),
+            (
+                "/api/anthropic/v1/v1/messages/count_tokens",
+                Some("/anthropic/v1/messages/count_tokens"),
+            ),
+            ("/chat/completions", Some("/v1/chat/completions")),
+            ("/v1/models/", Some("/v1/models")),
+            ("/health", None),
+            ("/api/openaix", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_path(input).as_deref(), want, "{input}");
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The OpenAI surface: `/v1/chat/completions`, `/v1/models`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, HeaderValue};
+use protocol::canonical::{self as c, StreamAccumulator, StreamEvent};
+use protocol::openai::chat::{ChatCompletion, ChatCompletionRequest, ChunkEncoder};
+use protocol::openai::{self as wire, validate};
+use protocol::sse;
+use serde_json::{Value, json};
+
+use super::response::{Dialect, ModelLabel, error_body, error_response, json_body, sse_response};
+use super::{App, RequestId, read_body};
+use crate::config::ModelType;
+use crate::error::{Error, Result};
+use crate::providers::{ChatOutput, ChunkStream, EventStream, Provider, RawChat};
+use crate::router::{Deployment, ModelEntry};
+use crate::telemetry;
+
+/// Usage and timing of one call, recorded when the response ends — or when the client goes away, so a
+/// disconnect never loses what was already spent.
+pub(crate) struct Settle {
+    model: String,
+    provider: String,
+    start: Instant,
+    usage: Option<c::Usage>,
+    first_token: bool,
+}
+
+impl Settle {
+    pub(crate) fn new(model: &str, dep: &Deployment) -> Settle {
+        Settle {
+            model: model.to_string(),
+            provider: dep.provider.name().to_string(),
+            start: Instant::now(),
+            usage: None,
+            first_token: false,
+        }
+    }
+
+    pub(crate) fn usage(&mut self, u: c::Usage) {
+        self.usage = Some(u);
+    }
+
+    pub(crate) fn token(&mut self) {
+        if !self.first_token {
+            self.first_token = true;
+            metrics::histogram!(telemetry::TIME_TO_FIRST_TOKEN, "model" => self.model.clone())
+                .record(self.start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if let Some(u) = self.usage {
+            let labels = |dir: &'static str| {
+                [
+                    ("model", self.model.clone()),
+                    ("provider", self.provider.clone()),
+                    ("direction", dir.to_string()),
+                ]
+            };
+            metrics::counter!(telemetry::TOKENS, &labels("input")).increment(u.input_tokens);
+            metrics::counter!(telemetry::TOKENS, &labels("output")).increment(u.output_tokens);
+        }
+    }
+}
+
+fn labelled(mut resp: Response, model: &str) -> Response {
+    resp.extensions_mut().insert(ModelLabel(model.to_string()));
+    resp
+}
+
+fn served_by(resp: &mut Response, dep: &Deployment, warnings: &[String]) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(dep.provider.name()) {
+        h.insert("x-switchyard-provider", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&dep.upstream_model) {
+        h.insert("x-switchyard-upstream-model", v);
+    }
+    if !warnings.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&warnings.join("; "))
+    {
+        h.insert("x-switchyard-warnings", v);
+    }
+}
+
+pub async fn chat_completions(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut model = String::new();
+    match chat(&app, &rid, &headers, body, &mut model).await {
+        Ok(resp) => labelled(resp, &model),
+        Err(e) => labelled(error_response(Dialect::OpenAi, &e), &model),
+    }
+}
+
+/// Checks that a model can answer chat on this route.
+pub(crate) fn chat_deployment(entry: &ModelEntry) -> Result<&Deployment> {
+    if entry.kind != ModelType::Chat {
+        return Err(Error::invalid_param(
+            "model",
+            format!(
+                "The model `{}` is a {} model and does not support chat; use {}.",
+                entry.public_name,
+                entry.kind.as_str(),
+                match entry.kind {
+                    ModelType::Completion => "/v1/completions",
+                    _ => "/v1/embeddings",
+                }
+            ),
+        ));
+    }
+    entry
+        .deployments
+        .first()
+        .ok_or_else(|| Error::model_not_found(&entry.public_name))
+}
+
+async fn chat(
+    app: &App,
+    rid: &RequestId,
+    headers: &HeaderMap,
+    body: Body,
+    model_out: &mut String,
+) -> Result<Response> {
+    let bytes = read_body(body, headers, app.max_body_bytes).await?;
+    let obj = wire::parse_object(&bytes)?;
+    validate::chat_request(&obj)?;
+    let model = obj
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let entry = app.catalog.resolve(&model)?.clone();
+    model_out.clone_from(&model);
+    let dep = chat_deployment(&entry)?;
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut settle = Settle::new(&model, dep);
+    let fallback_id = format!("chatcmpl-{}", rid.0.trim_start_matches("req_"));
+
+    #[allow(irrefutable_let_patterns)] // until a second provider kind lands
+    if let Provider::OpenAi(p) = &dep.provider {
+        // Same dialect: forward with only the model name and stream options rewritten.
+        let mut resp = match p.chat_raw(obj, &dep.upstream_model).await? {
+            RawChat::Full(mut completion) => {
+                completion.model.clone_from(&model);
+                if completion.id.is_empty() {
+                    completion.id = fallback_id;
+                }
+                if let Some(u) = &completion.usage {
+                    settle.usage(u.to_canonical());
+                }
+                json_body(&completion)
+            }
+            RawChat::Stream(chunks) => sse_response(relay_chunks(
+                chunks,
+                model.clone(),
+                fallback_id,
+                include_usage,
+                settle,
+            )),
+        };
+        served_by(&mut resp, dep, &[]);
+        return Ok(resp);
+    }
+
+    let req: ChatCompletionRequest = wire::from_object(obj)?;
+    let canonical = req.to_canonical()?;
+    let (output, warnings) = dep.provider.chat(&canonical, &dep.upstream_model).await?;
+    let mut resp = if stream {
+        let events = match output {
+            ChatOutput::Stream(s) => s,
+            ChatOutput::Full(r) => {
+                futures::stream::iter(c::response_to_events(&r).into_iter().map(Ok)).boxed()
+            }
+        };
+        sse_response(encode_events(
+            events,
+            model.clone(),
+            fallback_id,
+            include_usage,
+            settle,
+        ))
+    } else {
+        let mut response = match output {
+            ChatOutput::Full(r) => r,
+            ChatOutput::Stream(s) => collect(s).await?,
+        };
+        if response.id.is_empty() {
+            response.id = fallback_id;
+        }
+        if let Some(u) = response.usage {
+            settle.usage(u);
+        }
+        response.model.clone_from(&model);
+        let mut wire = ChatCompletion::from_canonical(&response);
+        if !warnings.is_empty() {
+            wire.extra.insert("warnings".into(), json!(warnings));
+        }
+        json_body(&wire)
+    };
+    served_by(&mut resp, dep, &warnings);
+    Ok(resp)
+}
+
+/// Folds a canonical stream into a whole response.
+pub(crate) async fn collect(mut s: EventStream) -> Result<c::ChatResponse> {
+    let mut acc = StreamAccumulator::new();
+    while let Some(ev) = s.next().await {
+        acc.push(&ev?);
+    }
+    Ok(acc.finish())
+}
+
+fn openai_error_frame(e: &Error) -> Bytes {
+    let body = error_body(Dialect::OpenAi, e);
+    sse::data_frame(body.to_string().as_bytes())
+}
+
+fn chunk_frame(chunk: &impl serde::Serialize) -> Option<Bytes> {
+    match serde_json::to_vec(chunk) {
+        Ok(b) => Some(sse::data_frame(&b)),
+        Err(e) => {
+            tracing::error!("could not encode a chunk: {e}");
+            None
+        }
+    }
+}
+
+struct Relay<S> {
+    inner: S,
+    model: String,
+    id: Option<String>,
+    fallback_id: String,
+    include_usage: bool,
+    settle: Settle,
+    done: bool,
+}
+
+/// The fast path's stream: upstream chunks with the public model name, one id throughout, and the
+/// usage chunk shown only to clients that asked for it. Ends with `[DONE]`, or with an error event if
+/// the upstream breaks off.
+fn relay_chunks(
+    chunks: ChunkStream,
+    model: String,
+    fallback_id: String,
+    include_usage: bool,
+    settle: Settle,
+) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> + Send + 'static {
+    let st = Relay {
+        inner: chunks,
+        model,
+        id: None,
+        fallback_id,
+        include_usage,
+        settle,
+        done: false,
+    };
+    futures::stream::unfold(st, |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            match st.inner.next().await {
+                None => {
+                    st.done = true;
+                    return Some((Ok(Bytes::from_static(sse::DONE_FRAME)), st));
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Ok(openai_error_frame(&e)), st));
+                }
+                Some(Ok(mut chunk)) => {
+                    let id = st.id.get_or_insert_with(|| {
+                        if chunk.id.is_empty() {
+                            st.fallback_id.clone()
+                        } else {
+                            chunk.id.clone()
+                        }
+                    });
+                    chunk.id.clone_from(id);
+                    chunk.model.clone_from(&st.model);
+                    if let Some(u) = &chunk.usage {
+                        st.settle.usage(u.to_canonical());
+                    }
+                    if chunk
+                        .choices
+                        .iter()
+                        .any(|c| c.delta.content.as_deref().is_some_and(|t| !t.is_empty()))
+                    {
+                        st.settle.token();
+                    }
+                    if !st.include_usage {
+                        chunk.usage = None;
+                        if chunk.choices.is_empty() {
+                            continue;
+                        }
+                    }
+                    if let Some(frame) = chunk_frame(&chunk) {
+                        return Some((Ok(frame), st));
+                    }
+                }
+            }
+        }
+    })
+}
+
+struct Encode {
+    inner: EventStream,
+    encoder: ChunkEncoder,
+    fallback_id: String,
+    settle: Settle,
+    pending: std::collections::VecDeque<Bytes>,
+    done: bool,
+}
+
+/// The canonical path's stream: canonical events rendered as OpenAI chunks.
+pub(crate) fn encode_events(
+    events: EventStream,
+    model: String,
+    fallback_id: String,
+    include_usage: bool,
+    settle: Settle,
+) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> + Send + 'static {
+    let st = Encode {
+        inner: events,
+        encoder: ChunkEncoder::new(model, include_usage),
+        fallback_id,
+        settle,
+        pending: Default::default(),
+        done: false,
+    };
+    futures::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(frame) = st.pending.pop_front() {
+                return Some((Ok(frame), st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.inner.next().await {
+                None => {
+                    st.done = true;
+                    st.pending.push_back(Bytes::from_static(sse::DONE_FRAME));
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    st.pending.push_back(openai_error_frame(&e));
+                }
+                Some(Ok(mut ev)) => {
+                    match &mut ev {
+                        StreamEvent::Start { id, .. } if id.is_empty() => id.clone_from(&st.fallback_id),
+                        StreamEvent::Usage { usage } => st.settle.usage(*usage),
+                        StreamEvent::TextDelta { .. } => st.settle.token(),
+                        _ => {}
+                    }
+                    let mut chunks = Vec::new();
+                    st.encoder.encode(&ev, &mut chunks);
+                    st.pending.extend(chunks.iter().filter_map(chunk_frame));
+                }
+            }
+        }
+    })
+}
+
+fn model_object(entry: &ModelEntry) -> Value {
+    let mut m = json!({
+        "id": entry.public_name,
+        "object": "model",
+        "created": entry.created,
+        "owned_by": entry.deployments.first().map_or("switchyard", |d| d.provider.name()),
+        "type": entry.kind.as_str(),
+    });
+    if let Some(ctx) = entry.context_length {
+        m["context_length"] = json!(ctx);
+    }
+    m
+}
+
+pub async fn list_models(State(app): State<Arc<App>>) -> Response {
+    let data: Vec<Value> = app.catalog.iter().map(|e| model_object(e)).collect();
+    json_body(&json!({"object": "list", "data": data}))
+}
+
+pub async fn get_model(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.catalog.resolve(&id) {
+        Ok(entry) => labelled(json_body(&model_object(entry)), &id),
+        Err(e) => error_response(Dialect::OpenAi, &e),
+    }
+}

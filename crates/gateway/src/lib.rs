@@ -1,0 +1,13 @@
+//! The Switchyard gateway: the library that is the product. The binary only wires it up.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod providers;
+pub mod router;
+pub mod server;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::{Error, ErrorKind};

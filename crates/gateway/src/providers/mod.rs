@@ -1,0 +1,238 @@
+//! Upstreams. Each kind turns a canonical request into its own wire format and its answer back into
+//! canonical events; a provider that speaks the caller's own dialect also offers a raw fast path.
+
+pub mod openai;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
+use protocol::openai::chat::{ChatCompletion, ChatCompletionChunk};
+use protocol::sse::SseDecoder;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::error::{Error, Result};
+
+pub use openai::OpenAiProvider;
+
+pub type EventStream = BoxStream<'static, Result<StreamEvent>>;
+pub type ChunkStream = BoxStream<'static, Result<ChatCompletionChunk>>;
+
+/// A canonical answer: whole, or as a stream of events. (Built once per request: size is no concern.)
+#[allow(clippy::large_enum_variant)]
+pub enum ChatOutput {
+    Full(ChatResponse),
+    Stream(EventStream),
+}
+
+/// An OpenAI-dialect answer from the fast path.
+#[allow(clippy::large_enum_variant)]
+pub enum RawChat {
+    Full(ChatCompletion),
+    Stream(ChunkStream),
+}
+
+/// What every HTTP provider needs from its config.
+#[derive(Debug, Clone)]
+pub struct ProviderOptions {
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl ProviderOptions {
+    pub fn from_config(c: &ProviderConfig) -> ProviderOptions {
+        ProviderOptions {
+            base_url: c.base_url.get_ref().clone(),
+            api_key: c.api_key.clone(),
+            timeout: Duration::from_millis(c.timeout_ms),
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+            headers: c.headers.clone(),
+        }
+    }
+
+    /// One pooled client per provider, with its connect and idle-read timeouts.
+    pub(crate) fn client(&self) -> Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.idle_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::internal(format!("could not build the HTTP client: {e}")))
+    }
+}
+
+/// A configured upstream.
+#[derive(Clone, Debug)]
+pub enum Provider {
+    OpenAi(Arc<OpenAiProvider>),
+}
+
+impl Provider {
+    pub fn from_config(name: &str, c: &ProviderConfig) -> Result<Provider> {
+        let opts = ProviderOptions::from_config(c);
+        match c.kind {
+            ProviderKind::Openai => Ok(Provider::OpenAi(Arc::new(OpenAiProvider::new(name, &opts)?))),
+            ProviderKind::Anthropic => Err(Error::internal(format!(
+                "provider {name}: kind \"anthropic\" is not available in this build yet"
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Provider::OpenAi(p) => p.name(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Provider::OpenAi(_) => "openai",
+        }
+    }
+
+    /// The canonical path. Returns the answer and what could not be carried to this upstream.
+    pub async fn chat(&self, req: &ChatRequest, upstream_model: &str) -> Result<(ChatOutput, Vec<String>)> {
+        match self {
+            Provider::OpenAi(p) => p.chat(req, upstream_model).await,
+        }
+    }
+}
+
+/// Reads an SSE body of JSON events until `[DONE]`. A stream that ends without `[DONE]` and without a
+/// finish is an error (the upstream broke off); an `error` object in the stream becomes an error.
+pub(crate) fn sse_json_stream(
+    resp: reqwest::Response,
+    provider: String,
+) -> BoxStream<'static, Result<Value>> {
+    struct St {
+        body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        decoder: SseDecoder,
+        pending: std::collections::VecDeque<protocol::sse::SseEvent>,
+        finished: bool,
+        saw_finish: bool,
+        provider: String,
+    }
+    let st = St {
+        body: resp.bytes_stream().boxed(),
+        decoder: SseDecoder::new(),
+        pending: Default::default(),
+        finished: false,
+        saw_finish: false,
+        provider,
+    };
+    futures::stream::unfold(st, |mut st| async move {
+        loop {
+            if st.finished {
+                return None;
+            }
+            if let Some(ev) = st.pending.pop_front() {
+                let data = ev.data.trim();
+                if data == "[DONE]" {
+                    return None;
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<Value>(data) {
+                    Ok(v) => {
+                        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+                            st.finished = true;
+                            let msg = err
+                                .get("message")
+                                .and_then(Value::as_str)
+                                .unwrap_or("the upstream reported an error mid-stream");
+                            let e = Error::bad_gateway(format!("upstream {}: {msg}", st.provider));
+                            return Some((Err(e), st));
+                        }
+                        if v.get("choices").and_then(Value::as_array).is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                        }) {
+                            st.saw_finish = true;
+                        }
+                        return Some((Ok(v), st));
+                    }
+                    Err(_) => {
+                        st.finished = true;
+                        let e = Error::bad_gateway(format!(
+                            "upstream {} sent an event that is not JSON",
+                            st.provider
+                        ));
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+            match st.body.next().await {
+                Some(Ok(bytes)) => {
+                    let mut out = Vec::new();
+                    if let Err(e) = st.decoder.push(&bytes, &mut out) {
+                        st.finished = true;
+                        return Some((
+                            Err(Error::bad_gateway(format!("upstream {}: {e}", st.provider))),
+                            st,
+                        ));
+                    }
+                    st.pending.extend(out);
+                }
+                Some(Err(e)) => {
+                    st.finished = true;
+                    let e = openai::transport_error(&st.provider, &e);
+                    return Some((Err(e), st));
+                }
+                None => {
+                    let mut out = Vec::new();
+                    let _ = st.decoder.finish(&mut out);
+                    if !out.is_empty() {
+                        st.pending.extend(out);
+                        continue;
+                    }
+                    if st.saw_finish {
+                        return None;
+                    }
+                    st.finished = true;
+                    let e = Error::bad_gateway(format!(
+                        "upstream {} closed the stream before it finished",
+                        st.provider
+                    ));
+                    return Some((Err(e), st));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Ends a stream with a timeout error once the whole-request deadline passes.
+pub(crate) fn with_deadline<T: Send + 'static>(
+    inner: BoxStream<'static, Result<T>>,
+    deadline: Instant,
+    provider: String,
+) -> BoxStream<'static, Result<T>> {
+    let sleep = Box::pin(tokio::time::sleep_until(deadline));
+    futures::stream::unfold((inner, sleep, false), move |(mut inner, mut sleep, done)| {
+        let provider = provider.clone();
+        async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                item = inner.next() => item.map(|i| (i, (inner, sleep, false))),
+                () = &mut sleep => Some((Err(openai::timeout_error(&provider)), (inner, sleep, true))),
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,179 @@
+//! Realistic fake of the OpenAI and Anthropic HTTP APIs for the gateway's tests and benchmarks.
+//!
+//! Behaviour is chosen per request, either by `x-mock-<option>: value` headers or by a model-name
+//! suffix such as `mock-ok+tokens=5+delay=10` (a bare `+flag` means true; headers win). See the
+//! crate README-style docs on [`router`] for the options.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let mock = mock_upstream::MockServer::start().await?;
+//! let base = mock.base_url(); // http://127.0.0.1:PORT   (append /v1/chat/completions etc.)
+//! // ... drive the gateway against `base` ...
+//! assert_eq!(mock.state.count("POST /v1/chat/completions"), 1);
+//! # Ok(()) }
+//! ```
+
+mod anthropic;
+mod common;
+mod openai;
+mod opts;
+mod state;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use common::{REASONING_TEXT, TOOL_PREFACE, error_body, pieces, words};
+pub use openai::{MODELS, embedding_for_text, embedding_for_tokens};
+pub use opts::{Opts, base_model};
+pub use state::{MAX_RECORDED, MockState, RecordedRequest};
+
+/// The API routes (mounted both under `/v1` and at the root), plus `GET /_mock/stats` and
+/// `POST /_mock/reset`.
+///
+/// Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`,
+/// `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/messages`, `POST /v1/messages/count_tokens`.
+///
+/// Options (`x-mock-<opt>` header or `model+opt=val`): `ttfb`, `delay`, `tokens`, `status`,
+/// `retry_after`, `drop_after`, `hang`, `hang_after`, `error_after`, `garbage`, `truncate`, `tools`,
+/// `interleave`, `notext`, `thinking`, `redacted`, `finish=length`, `echo_request`, `cache`.
+pub fn router(state: MockState) -> Router {
+    let api: Router<MockState> = Router::new()
+        .route("/chat/completions", post(openai::chat_completions))
+        .route("/completions", post(openai::completions))
+        .route("/embeddings", post(openai::embeddings))
+        .route("/models", get(openai::list_models))
+        .route("/models/{id}", get(openai::get_model))
+        .route("/messages", post(anthropic::messages))
+        .route("/messages/count_tokens", post(anthropic::count_tokens));
+    Router::new()
+        .route("/_mock/stats", get(stats))
+        .route("/_mock/reset", post(reset))
+        .nest("/v1", api.clone())
+        .merge(api)
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(256 << 20))
+        .with_state(state)
+}
+
+async fn stats(State(st): State<MockState>) -> Response {
+    axum::Json(st.stats_json()).into_response()
+}
+
+async fn reset(State(st): State<MockState>) -> Response {
+    st.reset();
+    axum::Json(serde_json::json!({"ok": true})).into_response()
+}
+
+async fn fallback(
+    State(st): State<MockState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    st.record(
+        &format!("{method} {}", uri.path()),
+        &uri.to_string(),
+        &headers,
+        &body,
+    );
+    let msg = format!("Invalid URL ({method} {})", uri.path());
+    common::error_response(common::Dialect::OpenAi, 404, &msg, None)
+}
+
+/// An in-process mock server on `127.0.0.1:<random port>`. Stops when dropped (or via
+/// [`MockServer::shutdown`]); stopping also releases any `hang` requests.
+pub struct MockServer {
+    pub addr: SocketAddr,
+    pub state: MockState,
+    shutdown_tx: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MockServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockServer {
+    /// Bind `127.0.0.1:0` with a fresh [`MockState`] and serve in a spawned task.
+    pub async fn start() -> std::io::Result<MockServer> {
+        Self::start_with_state(MockState::new()).await
+    }
+
+    /// Like [`MockServer::start`] but with a given state (e.g. [`MockState::with_require_key`]).
+    pub async fn start_with_state(state: MockState) -> std::io::Result<MockServer> {
+        Self::bind(SocketAddr::from(([127, 0, 0, 1], 0)), state).await
+    }
+
+    /// Bind a specific address.
+    pub async fn bind(addr: SocketAddr, state: MockState) -> std::io::Result<MockServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = router(state.clone());
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(MockServer {
+            addr,
+            state,
+            shutdown_tx: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (no `/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `base_url() + path`, e.g. `url("/v1/chat/completions")`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+
+    /// Stop accepting, release hanging requests and wait (up to 2 s) for in-flight ones.
+    pub async fn shutdown(mut self) {
+        self.signal();
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+
+    fn signal(&mut self) {
+        self.state.close();
+        if let Some(tx) = self.shutdown_tx.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.signal();
+    }
+}

@@ -1,0 +1,50 @@
+//! `mock-upstream --listen 127.0.0.1:9001 [--require-key KEY]`
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use axum::serve::ListenerExt;
+use clap::Parser;
+use mock_upstream::{MockState, router};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mock-upstream",
+    about = "Fake OpenAI / Anthropic upstream for tests and benchmarks"
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Require this API key (OpenAI: `Authorization: Bearer KEY`; Anthropic: `x-api-key: KEY`).
+    #[arg(long, env = "MOCK_UPSTREAM_REQUIRE_KEY")]
+    require_key: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let state = MockState::new();
+    state.set_require_key(args.require_key);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "mock-upstream listening on http://{addr}")?;
+        out.flush()?;
+    }
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let closer = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            closer.close();
+        })
+        .await
+}
