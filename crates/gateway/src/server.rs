@@ -8,14 +8,140 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::auth::Auth;
-use crate::config::Config;
-use crate::http::{self, App};
-use crate::router::Catalog;
+use std::path::PathBuf;
 
-/// Builds the shared state from a config.
-pub fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
-    let catalog = Catalog::from_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+use crate::auth::Auth;
+use crate::config::{Config, LOCAL_PROVIDER, ModelType};
+use crate::http::{self, App};
+use crate::providers::Provider;
+use crate::providers::local::{self, LocalProvider, LocalSpec};
+use crate::router::{Catalog, Deployment, ModelEntry};
+
+/// The models served when the config declares none: chat, completion and embeddings, in-process.
+pub fn default_local_models() -> Vec<LocalDecl> {
+    vec![
+        LocalDecl {
+            public_name: "smollm2-135m-instruct".into(),
+            kind: ModelType::Chat,
+            path: None,
+            source: Some(engine::source::DEFAULT_CHAT.into()),
+            context_length: Some(8192),
+            parallel: Some(4),
+            threads: None,
+            queue: None,
+            default_temperature: Some(0.7),
+        },
+        LocalDecl {
+            public_name: "gemma-3-270m".into(),
+            kind: ModelType::Completion,
+            path: None,
+            source: Some(engine::source::DEFAULT_COMPLETION.into()),
+            context_length: Some(8192),
+            parallel: Some(4),
+            threads: None,
+            queue: None,
+            default_temperature: Some(1.0),
+        },
+        LocalDecl {
+            public_name: "all-minilm-l6-v2".into(),
+            kind: ModelType::Embedding,
+            path: None,
+            source: Some(engine::source::DEFAULT_EMBEDDING.into()),
+            context_length: None,
+            parallel: None,
+            threads: None,
+            queue: None,
+            default_temperature: None,
+        },
+    ]
+}
+
+/// A local model as declared (before its files are resolved).
+#[derive(Debug, Clone)]
+pub struct LocalDecl {
+    pub public_name: String,
+    pub kind: ModelType,
+    pub path: Option<String>,
+    pub source: Option<String>,
+    pub context_length: Option<u32>,
+    pub parallel: Option<u32>,
+    pub threads: Option<u32>,
+    pub queue: Option<usize>,
+    pub default_temperature: Option<f64>,
+}
+
+/// The local models a config asks for: its `provider = "local"` models, or the defaults when it
+/// declares no models at all.
+pub fn local_decls(config: &Config) -> Vec<LocalDecl> {
+    if config.models.is_empty() {
+        return default_local_models();
+    }
+    config
+        .models
+        .iter()
+        .filter(|(_, m)| m.provider.get_ref() == LOCAL_PROVIDER)
+        .map(|(name, m)| LocalDecl {
+            public_name: name.clone(),
+            kind: m.kind.unwrap_or_default(),
+            path: m.path.as_ref().map(|p| p.get_ref().clone()),
+            source: m.source.as_ref().map(|s| s.get_ref().clone()),
+            context_length: m.context_length,
+            parallel: m.parallel,
+            threads: m.threads,
+            queue: m.queue,
+            default_temperature: m.default_temperature,
+        })
+        .collect()
+}
+
+/// Resolves (fetching where needed) and loads local models, off the runtime's worker threads.
+pub async fn load_local_models(decls: Vec<LocalDecl>, home: PathBuf) -> anyhow::Result<Vec<ModelEntry>> {
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut entries = Vec::with_capacity(decls.len());
+    for d in decls {
+        let home = home.clone();
+        let name = d.public_name.clone();
+        let provider = tokio::task::spawn_blocking(move || -> anyhow::Result<LocalProvider> {
+            let path = local::resolve_path(d.path.as_deref(), d.source.as_deref(), &home)
+                .map_err(|e| anyhow::anyhow!("model `{}`: {e}", d.public_name))?;
+            tracing::info!(model = %d.public_name, path = %path.display(), "loading local model");
+            let spec = LocalSpec {
+                public_name: d.public_name.clone(),
+                kind: d.kind,
+                path,
+                context_length: d.context_length,
+                parallel: d.parallel,
+                threads: d.threads,
+                queue: d.queue,
+                default_temperature: d.default_temperature,
+            };
+            LocalProvider::load(&spec).map_err(|e| anyhow::anyhow!("model `{}`: {e}", d.public_name))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("loading model `{name}` failed: {e}"))??;
+        entries.push(ModelEntry {
+            public_name: name.clone(),
+            kind: provider.kind,
+            context_length: provider.context_length(),
+            deployments: vec![Deployment {
+                provider: Provider::Local(Arc::new(provider)),
+                upstream_model: name,
+            }],
+            created,
+        });
+    }
+    Ok(entries)
+}
+
+/// Builds the shared state from a config, loading its local models.
+pub async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
+    let mut catalog = Catalog::from_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for entry in load_local_models(local_decls(config), Config::home_dir()).await? {
+        catalog.insert(entry);
+    }
     Ok(Arc::new(App {
         catalog,
         auth: Auth::new(config.auth.master_key(), config.auth.required()),

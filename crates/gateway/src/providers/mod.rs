@@ -1,6 +1,7 @@
 //! Upstreams. Each kind turns a canonical request into its own wire format and its answer back into
 //! canonical events; a provider that speaks the caller's own dialect also offers a raw fast path.
 
+pub mod local;
 pub mod openai;
 
 use std::collections::BTreeMap;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
-use protocol::openai::chat::{ChatCompletion, ChatCompletionChunk};
+use protocol::openai::chat::ChatCompletionChunk;
 use protocol::sse::SseDecoder;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{Error, Result};
 
+pub use local::LocalProvider;
 pub use openai::OpenAiProvider;
 
 pub type EventStream = BoxStream<'static, Result<StreamEvent>>;
@@ -30,11 +32,10 @@ pub enum ChatOutput {
     Stream(EventStream),
 }
 
-/// An OpenAI-dialect answer from the fast path.
-#[allow(clippy::large_enum_variant)]
-pub enum RawChat {
-    Full(ChatCompletion),
-    Stream(ChunkStream),
+/// An answer from the same-dialect fast path: JSON objects as the upstream sent them.
+pub enum Raw {
+    Full(Value),
+    Stream(BoxStream<'static, Result<Value>>),
 }
 
 /// What every HTTP provider needs from its config.
@@ -78,6 +79,7 @@ impl ProviderOptions {
 #[derive(Clone, Debug)]
 pub enum Provider {
     OpenAi(Arc<OpenAiProvider>),
+    Local(Arc<LocalProvider>),
 }
 
 impl Provider {
@@ -94,12 +96,14 @@ impl Provider {
     pub fn name(&self) -> &str {
         match self {
             Provider::OpenAi(p) => p.name(),
+            Provider::Local(_) => local::NAME,
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             Provider::OpenAi(_) => "openai",
+            Provider::Local(_) => "local",
         }
     }
 
@@ -107,6 +111,7 @@ impl Provider {
     pub async fn chat(&self, req: &ChatRequest, upstream_model: &str) -> Result<(ChatOutput, Vec<String>)> {
         match self {
             Provider::OpenAi(p) => p.chat(req, upstream_model).await,
+            Provider::Local(p) => p.chat(req),
         }
     }
 }

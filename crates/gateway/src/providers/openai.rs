@@ -10,7 +10,7 @@ use protocol::openai::chat::{ChatCompletion, ChatCompletionChunk, ChatCompletion
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::{ChatOutput, ChunkStream, EventStream, ProviderOptions, RawChat, sse_json_stream, with_deadline};
+use super::{ChatOutput, ChunkStream, EventStream, ProviderOptions, Raw, sse_json_stream, with_deadline};
 use crate::error::{Error, ErrorKind, Result};
 
 #[derive(Debug)]
@@ -78,8 +78,13 @@ impl OpenAiProvider {
     }
 
     /// The same-dialect fast path: the caller's validated body goes upstream as it is, with only the
-    /// model name and stream options rewritten.
-    pub async fn chat_raw(&self, mut body: Map<String, Value>, upstream_model: &str) -> Result<RawChat> {
+    /// model name and stream options rewritten. `path` is relative to the base URL.
+    pub async fn forward(
+        &self,
+        path: &str,
+        mut body: Map<String, Value>,
+        upstream_model: &str,
+    ) -> Result<Raw> {
         let deadline = Instant::now() + self.timeout;
         body.insert("model".into(), Value::String(upstream_model.to_string()));
         let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -96,34 +101,19 @@ impl OpenAiProvider {
             }
         }
         let bytes = serde_json::to_vec(&body).map_err(|e| Error::internal(e.to_string()))?;
-        let resp = self.post("chat/completions", bytes, deadline).await?;
+        let resp = self.post(path, bytes, deadline).await?;
         if stream {
-            let name = self.name.clone();
-            let chunks = sse_json_stream(resp, name.clone())
-                .map(move |item| {
-                    item.and_then(|v| {
-                        serde_json::from_value::<ChatCompletionChunk>(v).map_err(|e| {
-                            Error::bad_gateway(format!(
-                                "upstream {name} sent a chunk that is not a chat completion chunk: {e}"
-                            ))
-                        })
-                    })
-                })
-                .boxed();
-            Ok(RawChat::Stream(with_deadline(
-                chunks,
-                deadline,
-                self.name.clone(),
-            )))
+            let events = sse_json_stream(resp, self.name.clone());
+            Ok(Raw::Stream(with_deadline(events, deadline, self.name.clone())))
         } else {
             let body = self.read_body(resp, deadline).await?;
-            let parsed: ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
-                Error::bad_gateway(format!(
-                    "upstream {} returned a body that is not a chat completion: {e}",
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(v @ Value::Object(_)) => Ok(Raw::Full(v)),
+                _ => Err(Error::bad_gateway(format!(
+                    "upstream {} returned a body that is not JSON",
                     self.name
-                ))
-            })?;
-            Ok(RawChat::Full(parsed))
+                ))),
+            }
         }
     }
 
@@ -145,12 +135,33 @@ impl OpenAiProvider {
                 body.insert(k.clone(), v.clone());
             }
         }
-        let out = match self.chat_raw(body, upstream_model).await? {
-            RawChat::Full(resp) => ChatOutput::Full(resp.to_canonical()),
-            RawChat::Stream(chunks) => ChatOutput::Stream(chunks_to_events(chunks)),
+        let name = self.name.clone();
+        let out = match self.forward("chat/completions", body, upstream_model).await? {
+            Raw::Full(v) => {
+                let resp: ChatCompletion =
+                    serde_json::from_value(v).map_err(|e| not_a_completion(&name, &e))?;
+                ChatOutput::Full(resp.to_canonical())
+            }
+            Raw::Stream(values) => {
+                let chunks = values
+                    .map(move |item| {
+                        item.and_then(|v| {
+                            serde_json::from_value::<ChatCompletionChunk>(v)
+                                .map_err(|e| not_a_completion(&name, &e))
+                        })
+                    })
+                    .boxed();
+                ChatOutput::Stream(chunks_to_events(chunks))
+            }
         };
         Ok((out, warnings))
     }
+}
+
+fn not_a_completion(provider: &str, e: &serde_json::Error) -> Error {
+    Error::bad_gateway(format!(
+        "upstream {provider} sent something that is not a chat completion: {e}"
+    ))
 }
 
 /// Decodes a chunk stream into canonical events.

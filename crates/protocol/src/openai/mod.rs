@@ -1,6 +1,7 @@
 //! The OpenAI dialect.
 
 pub mod chat;
+pub mod completions;
 pub mod validate;
 
 use serde_json::{Map, Value};
