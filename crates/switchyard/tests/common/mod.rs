@@ -1,0 +1,346 @@
+//! Shared harness of the black-box tests: a `mock-upstream` in process, the real `switchyard` binary
+//! as a child process (killed on drop) with a config written to a temp dir, and helpers to call it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mock_upstream::MockServer;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The master key every standard config sets.
+pub const KEY: &str = "sk-test-master-key";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+/// A temp directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "switchyard-test-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    /// Writes `text` to `name` inside the dir and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The standard config: master key [`KEY`], provider `mock` at `upstream` (e.g. `http://127.0.0.1:P`),
+/// a provider `short` (400 ms whole-request timeout), a provider `idle` (300 ms idle timeout), a
+/// provider `refused` on a closed port, and one public model per behaviour the tests need.
+pub fn standard_config(upstream: &str) -> String {
+    let refused = closed_port();
+    let mut c = format!(
+        r#"[server]
+address = "127.0.0.1:0"
+max_body_bytes = 65536
+
+[auth]
+master_key = "{KEY}"
+
+[providers.mock]
+kind = "openai"
+base_url = "{upstream}/v1"
+api_key = "sk-upstream"
+
+[providers.short]
+kind = "openai"
+base_url = "{upstream}/v1"
+timeout_ms = 400
+
+[providers.idle]
+kind = "openai"
+base_url = "{upstream}/v1"
+idle_timeout_ms = 300
+
+[providers.refused]
+kind = "openai"
+base_url = "http://127.0.0.1:{refused}/v1"
+connect_timeout_ms = 2000
+"#
+    );
+    let models: &[(&str, &str, &str)] = &[
+        ("gpt-mock", "mock", "mock-ok"),
+        ("gpt-tools", "mock", "mock-ok+tools=1"),
+        ("gpt-delay", "mock", "mock-ok+delay=5"),
+        ("gpt-slow", "mock", "mock-ok+delay=200+tokens=50"),
+        ("gpt-429", "mock", "mock-ok+status=429+retry_after=7"),
+        ("gpt-400", "mock", "mock-ok+status=400"),
+        ("gpt-500", "mock", "mock-ok+status=500"),
+        ("gpt-garbage", "mock", "mock-ok+garbage"),
+        ("gpt-truncate", "mock", "mock-ok+truncate"),
+        ("gpt-drop", "mock", "mock-ok+drop_after=2+tokens=10"),
+        ("gpt-error-after", "mock", "mock-ok+error_after=2+tokens=10"),
+        ("gpt-hang", "short", "mock-ok+hang"),
+        ("gpt-hang-after", "idle", "mock-ok+hang_after=2+tokens=10"),
+        ("gpt-refused", "refused", "mock-ok"),
+    ];
+    for (public, provider, upstream_model) in models {
+        c.push_str(&format!(
+            "\n[models.{public}]\nprovider = \"{provider}\"\nmodel = \"{upstream_model}\"\n"
+        ));
+    }
+    c
+}
+
+/// A running `switchyard serve`, killed on drop.
+pub struct Gateway {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub config_path: PathBuf,
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    _dir: TempDir,
+}
+
+impl Gateway {
+    /// Starts the binary with this config text and waits for its `listening on` line.
+    pub async fn start(config: &str) -> Gateway {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = TempDir::new();
+        let config_path = dir.write("switchyard.toml", config);
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("SWITCHYARD_LOG", "warn")
+            .env("SWITCHYARD_HOME", dir.0.join("home"))
+            .env_remove("SWITCHYARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn switchyard");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let mut err = child.stderr.take().unwrap();
+            let buf = stderr.clone();
+            tokio::spawn(async move {
+                let mut chunk = vec![0u8; 8192];
+                while let Ok(n) = err.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                    buf.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                }
+            });
+        }
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    return Some(rest.trim().to_string());
+                }
+            }
+            None
+        })
+        .await;
+        let url = match url {
+            Ok(Some(u)) => u,
+            other => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                panic!(
+                    "switchyard did not start ({other:?}); stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Gateway {
+            url,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .unwrap(),
+            config_path,
+            child,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// The mock and a gateway on the standard config.
+    pub async fn with_mock() -> (MockServer, Gateway) {
+        let mock = MockServer::start().await.unwrap();
+        let gw = Gateway::start(&standard_config(&mock.base_url())).await;
+        (mock, gw)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A POST with the master key as a bearer token.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(KEY)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(KEY)
+    }
+
+    /// POST /v1/chat/completions with the master key; returns status, headers and the body as JSON
+    /// (`Value::String` when it is not JSON).
+    pub async fn chat(&self, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        send(self.post("/v1/chat/completions").json(body)).await
+    }
+
+    /// A streamed chat: status, headers and the `data:` payloads in order (`[DONE]` included).
+    pub async fn chat_stream(&self, body: &Value) -> (StatusCode, HeaderMap, Vec<String>) {
+        let resp = self.post("/v1/chat/completions").json(body).send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = tokio::time::timeout(Duration::from_secs(10), resp.text())
+            .await
+            .expect("the stream ended in time")
+            .unwrap();
+        (status, headers, sse_data(&text))
+    }
+
+    /// The body of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// Sends a request and decodes the answer.
+pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
+    let resp = tokio::time::timeout(Duration::from_secs(10), req.send())
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+/// The `data:` payloads of an SSE body.
+pub fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|ev| {
+            let data: Vec<&str> = ev
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
+
+/// A minimal valid chat body.
+pub fn chat_body(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Asserts the OpenAI error envelope: exactly the four keys, this `type`, this `param`, and a non-empty
+/// message. Returns the error object.
+pub fn assert_envelope(body: &Value, ty: &str, param: Option<&str>) -> Value {
+    let err = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no `error` in {body}"));
+    let obj = err
+        .as_object()
+        .unwrap_or_else(|| panic!("`error` is not an object: {body}"));
+    for k in ["message", "type", "param", "code"] {
+        assert!(obj.contains_key(k), "`error.{k}` missing in {body}");
+    }
+    assert!(
+        obj["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "empty message in {body}"
+    );
+    assert_eq!(obj["type"], json!(ty), "error.type in {body}");
+    match param {
+        Some(p) => assert_eq!(obj["param"], json!(p), "error.param in {body}"),
+        None => assert!(obj["param"].is_null(), "error.param should be null in {body}"),
+    }
+    err.clone()
+}
+
+/// The text of a stream's content deltas joined, from parsed `data:` payloads.
+pub fn joined_content(frames: &[String]) -> String {
+    frames
+        .iter()
+        .filter(|f| f.as_str() != "[DONE]")
+        .filter_map(|f| serde_json::from_str::<Value>(f).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Runs `switchyard` with args to completion: exit success, stdout, stderr.
+pub fn run_cli(args: &[&OsStr], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(args).env("SWITCHYARD_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,219 @@
+//! Black-box: path aliases, the models endpoints and `/metrics`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Gateway, assert_envelope, chat_body, send};
+use serde_json::json;
+
+#[tokio::test]
+async fn chat_path_aliases_reach_the_same_handler() {
+    let (mock, gw) = Gateway::with_mock().await;
+    for path in [
+        "/v1/chat/completions",
+        "/api/openai/chat/completions",
+        "/api/openai/v1/chat/completions",
+        "/v1/v1/chat/completions",
+        "/chat/completions",
+        "/v1/chat/completions/",
+    ] {
+        let (status, headers, body) = send(gw.post(path).json(&chat_body("gpt-mock", path))).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["model"], json!("gpt-mock"), "{path}");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            json!(format!("echo: {path}"))
+        );
+        assert!(headers.contains_key("x-request-id"), "{path}");
+    }
+    assert_eq!(mock.state.count("POST /v1/chat/completions"), 6);
+    // Aliases are behind auth too.
+    let (status, _, body) = send(
+        gw.client
+            .post(gw.url("/api/openai/v1/chat/completions"))
+            .json(&chat_body("gpt-mock", "hi")),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_envelope(&body, "authentication_error", None);
+}
+
+#[tokio::test]
+async fn models_are_listed_under_every_alias() {
+    let (mock, gw) = Gateway::with_mock().await;
+    for path in [
+        "/v1/models",
+        "/api/openai/v1/models",
+        "/api/openai/models",
+        "/v1/v1/models",
+    ] {
+        let (status, _, body) = send(gw.get(path)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["object"], json!("list"), "{path}");
+        let ids: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert!(ids.contains(&"gpt-mock"), "{path}: {ids:?}");
+        assert!(ids.contains(&"gpt-tools"), "{path}: {ids:?}");
+        assert!(
+            !ids.iter().any(|id| id.contains('+') || *id == "mock-ok"),
+            "only public names are listed: {ids:?}"
+        );
+        for m in body["data"].as_array().unwrap() {
+            assert_eq!(m["object"], json!("model"), "{m}");
+            assert!(m["created"].is_u64(), "{m}");
+            assert!(m["owned_by"].is_string(), "{m}");
+        }
+    }
+    // The list is the gateway's own, not a relay of the upstream's.
+    assert_eq!(mock.state.total(), 0);
+}
+
+#[tokio::test]
+async fn one_model_by_id_and_404_for_an_unknown_id() {
+    let (_mock, gw) = Gateway::with_mock().await;
+    for path in ["/v1/models/gpt-mock", "/api/openai/v1/models/gpt-mock"] {
+        let (status, headers, body) = send(gw.get(path)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["id"], json!("gpt-mock"));
+        assert_eq!(body["object"], json!("model"));
+        assert!(headers.contains_key("x-request-id"));
+    }
+    let (status, headers, body) = send(gw.get("/v1/models/no-such-model")).await;
+    assert_eq!(status, 404, "{body}");
+    let err = assert_envelope(&body, "invalid_request_error", Some("model"));
+    assert_eq!(err["code"], json!("model_not_found"));
+    assert!(headers.contains_key("x-request-id"));
+    let (status, _, body) = send(gw.client.get(gw.url("/v1/models/gpt-mock"))).await;
+    assert_eq!(status, 401, "{body}");
+}
+
+/// The value of the first sample line of `name` whose labels include all of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (lbls, value) = if let Some(r) = rest.strip_prefix('{') {
+            let (l, v) = r.split_once('}')?;
+            (l, v)
+        } else if rest.starts_with(' ') {
+            ("", rest)
+        } else {
+            return None;
+        };
+        labels
+            .iter()
+            .all(|(k, v)| lbls.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
+#[tokio::test]
+async fn metrics_expose_requests_latency_and_in_flight() {
+    let (_mock, gw) = Gateway::with_mock().await;
+    for _ in 0..3 {
+        let (status, _, _) = gw.chat(&chat_body("gpt-mock", "hi")).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, _) = gw.chat(&chat_body("gpt-429", "hi")).await;
+    assert_eq!(status, 429);
+    let (status, _, _) = gw.chat(&chat_body("no-such-model", "hi")).await;
+    assert_eq!(status, 404);
+
+    // /metrics needs no key and speaks the Prometheus text format.
+    let resp = gw.client.get(gw.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let m = resp.text().await.unwrap();
+    let route = ("route", "/v1/chat/completions");
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_requests_total",
+            &[route, ("model", "gpt-mock"), ("status", "200")]
+        ),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_requests_total",
+            &[route, ("model", "gpt-429"), ("status", "429")]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        sample(&m, "switchyard_requests_total", &[route, ("status", "404")]).is_some(),
+        "{m}"
+    );
+    assert!(m.contains("# TYPE switchyard_requests_total counter"), "{m}");
+    assert!(
+        m.contains("# TYPE switchyard_request_duration_seconds histogram"),
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "switchyard_request_duration_seconds_bucket",
+            &[route, ("model", "gpt-mock"), ("le", "+Inf")]
+        )
+        .is_some_and(|v| v >= 3.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_request_duration_seconds_count",
+            &[route, ("model", "gpt-mock")]
+        ),
+        Some(3.0),
+        "{m}"
+    );
+    assert!(m.contains("# TYPE switchyard_requests_in_flight gauge"), "{m}");
+    assert_eq!(
+        sample(&m, "switchyard_requests_in_flight", &[route]),
+        Some(0.0),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn in_flight_counts_an_open_stream() {
+    let (_mock, gw) = Gateway::with_mock().await;
+    let mut body = chat_body("gpt-slow", "hi");
+    body["stream"] = json!(true);
+    let resp = gw.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let route = ("route", "/v1/chat/completions");
+    let m = gw.metrics().await;
+    assert_eq!(
+        sample(&m, "switchyard_requests_in_flight", &[route]),
+        Some(1.0),
+        "{m}"
+    );
+    drop(resp);
+    let start = std::time::Instant::now();
+    loop {
+        let m = gw.metrics().await;
+        if sample(&m, "switchyard_requests_in_flight", &[route]) == Some(0.0) {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "in-flight never went back to 0: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
