@@ -111,6 +111,20 @@ impl Error {
 
     /// OpenAI's `error.type` for this error.
     pub fn openai_type(&self) -> &str {
+        const OPENAI_TYPES: &[&str] = &[
+            "invalid_request_error",
+            "authentication_error",
+            "permission_error",
+            "not_found_error",
+            "rate_limit_error",
+            "insufficient_quota",
+            "server_error",
+        ];
+        if let (ErrorKind::Upstream, Some(t)) = (self.kind, self.upstream_type.as_deref())
+            && OPENAI_TYPES.contains(&t)
+        {
+            return t;
+        }
         match self.kind {
             ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge | ErrorKind::NotFound => {
                 "invalid_request_error"
@@ -131,8 +145,15 @@ impl Error {
         }
     }
 
-    /// Anthropic's `error.type` for this error.
+    /// Anthropic's `error.type` for this error: the upstream's own type when it is an Anthropic type
+    /// that goes with the status we answer (a `billing_error` stays one; an OpenAI upstream's
+    /// `invalid_request_error` on a 404 becomes `not_found_error`).
     pub fn anthropic_type(&self) -> &str {
+        if let (ErrorKind::Upstream, Some(t)) = (self.kind, self.upstream_type.as_deref())
+            && protocol::anthropic::status_for_error_type(t) == self.status().as_u16()
+        {
+            return t;
+        }
         match self.kind {
             ErrorKind::InvalidRequest => "invalid_request_error",
             ErrorKind::PayloadTooLarge => "request_too_large",
@@ -151,7 +172,8 @@ impl Error {
                 _ => "api_error",
             },
             ErrorKind::Unavailable => "overloaded_error",
-            ErrorKind::BadGateway | ErrorKind::Timeout | ErrorKind::Internal => "api_error",
+            ErrorKind::Timeout => "timeout_error",
+            ErrorKind::BadGateway | ErrorKind::Internal => "api_error",
         }
     }
 }

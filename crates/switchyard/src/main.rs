@@ -144,28 +144,38 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn progress_printer(label: String) -> impl FnMut(engine::source::Progress) {
-    use std::io::Write as _;
+    use std::io::{IsTerminal as _, Write as _};
+    let tty = std::io::stderr().is_terminal();
     let mut last_stage = None;
     let mut last_pct = u64::MAX;
     move |p: engine::source::Progress| {
         let stage = format!("{:?}", p.stage).to_lowercase();
         let pct = p.total.filter(|t| *t > 0).map(|t| p.done * 100 / t);
-        if last_stage.as_ref() == Some(&stage) && pct == Some(last_pct) {
+        let new_stage = last_stage.as_ref() != Some(&stage);
+        let mut err = std::io::stderr();
+        if !tty {
+            // Logs and CI: one line per stage, no bar.
+            if new_stage {
+                let _ = writeln!(err, "{label}: {stage} {}", p.item);
+                last_stage = Some(stage);
+            }
             return;
         }
-        let mut err = std::io::stderr();
-        if last_stage.as_ref() != Some(&stage) && last_stage.is_some() {
+        if !new_stage && pct == Some(last_pct) {
+            return;
+        }
+        if new_stage && last_stage.is_some() {
             let _ = writeln!(err);
         }
         match pct {
             Some(pct) => {
-                let filled = (pct / 5) as usize;
+                let filled = (pct / 5).min(20) as usize;
                 let _ = write!(
                     err,
                     "\r{label}: {stage} {} [{}{}] {pct:>3}% ({} / {} MiB)",
                     p.item,
                     "#".repeat(filled),
-                    " ".repeat(20 - filled.min(20)),
+                    " ".repeat(20 - filled),
                     p.done >> 20,
                     p.total.unwrap_or(0) >> 20
                 );
@@ -206,7 +216,9 @@ fn pull(mut sources: Vec<String>, defaults: bool, config: Option<&PathBuf>) -> E
         let started = std::time::Instant::now();
         match engine::source::resolve(source, &home, &mut progress_printer(source.clone())) {
             Ok(path) => {
-                eprintln!();
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    eprintln!();
+                }
                 println!(
                     "{source} -> {} ({:.1}s)",
                     path.display(),

@@ -83,6 +83,14 @@ async fn complete(
         Provider::Local(p) => {
             local_completions(p, obj, prompts, &model, fallback_id, include_usage, settle).await?
         }
+        Provider::Anthropic(_) => {
+            return Err(Error::invalid_param(
+                "model",
+                format!(
+                    "The model `{model}` is served by Anthropic, which has no legacy completions; use /v1/chat/completions or /v1/messages."
+                ),
+            ));
+        }
     };
     served_by(&mut resp, dep, &[]);
     Ok(resp)
@@ -461,6 +469,15 @@ async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut Strin
                 });
             }
             json_body(&v)
+        }
+        Provider::Anthropic(_) => {
+            return Err(Error::invalid_param(
+                "model",
+                format!(
+                    "The model `{}` is served by Anthropic, which has no embeddings.",
+                    req.model
+                ),
+            ));
         }
         Provider::Local(p) => {
             let inputs: Vec<EmbedInput> = match req.input {

@@ -1,8 +1,10 @@
 //! The HTTP surfaces. Handlers are thin: decode, call, encode.
 
+pub mod anthropic;
 pub mod completions;
 pub mod openai;
 pub mod response;
+mod shared;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,6 +52,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/embeddings", post(completions::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*id}", get(openai::get_model))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/anthropic/v1/messages", post(anthropic::messages))
+        .route(
+            "/anthropic/v1/messages/count_tokens",
+            post(anthropic::count_tokens),
+        )
+        .route("/anthropic/v1/models", get(anthropic::list_models))
+        .route("/anthropic/v1/models/{*id}", get(anthropic::get_model))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
     let inner = Router::new()
         .merge(api)
@@ -154,11 +165,16 @@ async fn observe(mut req: Request, next: Next) -> Response {
         None => Arc::from("unmatched"),
     };
     let id = request_id(&req);
+    let anthropic = Dialect::of_path(req.uri().path()) == Dialect::Anthropic;
     req.extensions_mut().insert(RequestId(id.clone()));
     let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "route" => route.to_string());
     in_flight.increment(1.0);
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
+        if anthropic {
+            // Anthropic's own name for it.
+            resp.headers_mut().insert("request-id", v.clone());
+        }
         resp.headers_mut().insert("x-request-id", v);
     }
     let model = resp
@@ -276,7 +292,12 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 }
 
 /// Reads a request body up to the configured limit: 413 beyond it.
+///
+/// Past the limit the rest of the body is still read and thrown away (up to [`DRAIN_CAP`] bytes or
+/// [`DRAIN_TIME`]), so a client that writes its whole body before reading gets the 413 rather than a
+/// broken pipe.
 pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, Error> {
+    use http_body_util::BodyExt as _;
     let too_large = || {
         Error::new(
             ErrorKind::PayloadTooLarge,
@@ -284,27 +305,47 @@ pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> R
         )
         .with_code("request_too_large")
     };
-    if let Some(len) = headers
+    let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64
-    {
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
+    if declared.is_some_and(|len| len > limit as u64) {
+        drain(body).await;
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(s) = source {
-                if s.is::<http_body_util::LengthLimitError>() {
-                    return Err(too_large());
-                }
-                source = s.source();
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(8 * 1024, |l| l as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::invalid(format!("Could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                drain(body).await;
+                return Err(too_large());
             }
-            Err(Error::invalid(format!("Could not read the request body: {e}")))
+            buf.extend_from_slice(&data);
         }
     }
+    Ok(buf.freeze())
+}
+
+/// How much of an oversized body is read and discarded before answering 413.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt as _;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                seen += d.len();
+            }
+            if seen > DRAIN_CAP {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Extension;
 use axum::body::Body;
@@ -11,90 +10,20 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue};
-use protocol::canonical::{self as c, StreamAccumulator, StreamEvent};
+use http::HeaderMap;
+use protocol::canonical::{self as c, StreamEvent};
 use protocol::openai::chat::{ChatCompletion, ChatCompletionRequest, ChunkEncoder, WireUsage};
 use protocol::openai::{self as wire, validate};
 use protocol::sse;
 use serde_json::{Value, json};
 
-use super::response::{Dialect, ModelLabel, error_body, error_response, json_body, sse_response};
-use super::{App, RequestId, read_body};
-use crate::config::ModelType;
+use super::response::{Dialect, error_body, error_response, json_body, sse_response};
+use super::shared::read_chat_request;
+pub(crate) use super::shared::{Settle, chat_deployment, collect, labelled, served_by};
+use super::{App, RequestId};
 use crate::error::{Error, Result};
 use crate::providers::{ChatOutput, EventStream, Provider, Raw};
-use crate::router::{Deployment, ModelEntry};
-use crate::telemetry;
-
-/// Usage and timing of one call, recorded when the response ends — or when the client goes away, so a
-/// disconnect never loses what was already spent.
-pub(crate) struct Settle {
-    model: String,
-    pub(crate) provider: String,
-    start: Instant,
-    usage: Option<c::Usage>,
-    first_token: bool,
-}
-
-impl Settle {
-    pub(crate) fn new(model: &str, dep: &Deployment) -> Settle {
-        Settle {
-            model: model.to_string(),
-            provider: dep.provider.name().to_string(),
-            start: Instant::now(),
-            usage: None,
-            first_token: false,
-        }
-    }
-
-    pub(crate) fn usage(&mut self, u: c::Usage) {
-        self.usage = Some(u);
-    }
-
-    pub(crate) fn token(&mut self) {
-        if !self.first_token {
-            self.first_token = true;
-            metrics::histogram!(telemetry::TIME_TO_FIRST_TOKEN, "model" => self.model.clone())
-                .record(self.start.elapsed().as_secs_f64());
-        }
-    }
-}
-
-impl Drop for Settle {
-    fn drop(&mut self) {
-        if let Some(u) = self.usage {
-            let labels = |dir: &'static str| {
-                [
-                    ("model", self.model.clone()),
-                    ("provider", self.provider.clone()),
-                    ("direction", dir.to_string()),
-                ]
-            };
-            metrics::counter!(telemetry::TOKENS, &labels("input")).increment(u.input_tokens);
-            metrics::counter!(telemetry::TOKENS, &labels("output")).increment(u.output_tokens);
-        }
-    }
-}
-
-pub(crate) fn labelled(mut resp: Response, model: &str) -> Response {
-    resp.extensions_mut().insert(ModelLabel(model.to_string()));
-    resp
-}
-
-pub(crate) fn served_by(resp: &mut Response, dep: &Deployment, warnings: &[String]) {
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(dep.provider.name()) {
-        h.insert("x-switchyard-provider", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&dep.upstream_model) {
-        h.insert("x-switchyard-upstream-model", v);
-    }
-    if !warnings.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&warnings.join("; "))
-    {
-        h.insert("x-switchyard-warnings", v);
-    }
-}
+use crate::router::ModelEntry;
 
 pub async fn chat_completions(
     State(app): State<Arc<App>>,
@@ -109,28 +38,6 @@ pub async fn chat_completions(
     }
 }
 
-/// Checks that a model can answer chat on this route.
-pub(crate) fn chat_deployment(entry: &ModelEntry) -> Result<&Deployment> {
-    if entry.kind != ModelType::Chat {
-        return Err(Error::invalid_param(
-            "model",
-            format!(
-                "The model `{}` is a {} model and does not support chat; use {}.",
-                entry.public_name,
-                entry.kind.as_str(),
-                match entry.kind {
-                    ModelType::Completion => "/v1/completions",
-                    _ => "/v1/embeddings",
-                }
-            ),
-        ));
-    }
-    entry
-        .deployments
-        .first()
-        .ok_or_else(|| Error::model_not_found(&entry.public_name))
-}
-
 async fn chat(
     app: &App,
     rid: &RequestId,
@@ -138,16 +45,8 @@ async fn chat(
     body: Body,
     model_out: &mut String,
 ) -> Result<Response> {
-    let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let obj = wire::parse_object(&bytes)?;
-    validate::chat_request(&obj)?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let entry = app.catalog.resolve(&model)?.clone();
-    model_out.clone_from(&model);
+    let (obj, entry) = read_chat_request(app, headers, body, validate::chat_request, model_out).await?;
+    let model = model_out.clone();
     let dep = chat_deployment(&entry)?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = obj
@@ -203,15 +102,6 @@ async fn chat(
     };
     served_by(&mut resp, dep, &warnings);
     Ok(resp)
-}
-
-/// Folds a canonical stream into a whole response.
-pub(crate) async fn collect(mut s: EventStream) -> Result<c::ChatResponse> {
-    let mut acc = StreamAccumulator::new();
-    while let Some(ev) = s.next().await {
-        acc.push(&ev?);
-    }
-    Ok(acc.finish())
 }
 
 pub(crate) fn openai_error_frame(e: &Error) -> Bytes {
@@ -434,12 +324,28 @@ fn model_object(entry: &ModelEntry) -> Value {
     m
 }
 
-pub async fn list_models(State(app): State<Arc<App>>) -> Response {
+/// Whether the caller is an Anthropic client (its SDKs always send `anthropic-version`): `GET /v1/models`
+/// then answers in Anthropic's list format, so either SDK works against the bare base URL.
+fn anthropic_client(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+pub async fn list_models(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    query: axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if anthropic_client(&headers) {
+        return super::anthropic::list_models(State(app), query).await;
+    }
     let data: Vec<Value> = app.catalog.iter().map(|e| model_object(e)).collect();
     json_body(&json!({"object": "list", "data": data}))
 }
 
-pub async fn get_model(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub async fn get_model(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if anthropic_client(&headers) {
+        return super::anthropic::get_model(State(app), Path(id)).await;
+    }
     match app.catalog.resolve(&id) {
         Ok(entry) => labelled(json_body(&model_object(entry)), &id),
         Err(e) => error_response(Dialect::OpenAi, &e),

@@ -200,6 +200,25 @@ impl LocalProvider {
 
     /// Chat: render the model's own template, generate, and report canonical events.
     pub fn chat(&self, req: &c::ChatRequest) -> Result<(ChatOutput, Vec<String>)> {
+        let m = self.chat_model()?;
+        refuse_unsupported(req)?;
+        let (prompt, warnings) = self.chat_prompt(req)?;
+        let g = self.generate_request(Prompt::Text(prompt), false, req)?;
+        let generation = m.generate(g).map_err(engine_error)?;
+        let events = generation_events(generation, &req.model, "chatcmpl");
+        Ok((ChatOutput::Stream(events), warnings))
+    }
+
+    /// The exact prompt token count of a chat request: its messages and tools rendered with the model's
+    /// own chat template (generation prompt included) and tokenized, as [`LocalProvider::chat`] would.
+    /// Generation settings (sampling, reasoning) do not change the count and are not checked.
+    pub fn count_chat_tokens(&self, req: &c::ChatRequest) -> Result<u64> {
+        let (prompt, _) = self.chat_prompt(req)?;
+        Ok(self.llm()?.tokenize(&prompt, false).map_err(engine_error)?.len() as u64)
+    }
+
+    /// The model, when it is a chat model.
+    fn chat_model(&self) -> Result<&LlmModel> {
         let m = self.llm()?;
         if self.kind != ModelType::Chat {
             return Err(Error::invalid_param(
@@ -210,7 +229,12 @@ impl LocalProvider {
                 ),
             ));
         }
-        refuse_unsupported(req)?;
+        Ok(m)
+    }
+
+    /// The chat prompt rendered with the model's template, and what was left out of it.
+    fn chat_prompt(&self, req: &c::ChatRequest) -> Result<(String, Vec<String>)> {
+        let m = self.chat_model()?;
         let mut warnings = Vec::new();
         let messages = template_messages(&req.messages, &mut warnings)?;
         let tools = if req.tools.is_empty() || matches!(req.tool_choice, Some(c::ToolChoice::None)) {
@@ -239,10 +263,7 @@ impl LocalProvider {
         let prompt = m
             .render_chat(&messages, tools.as_ref(), true)
             .map_err(engine_error)?;
-        let g = self.generate_request(Prompt::Text(prompt), false, req)?;
-        let generation = m.generate(g).map_err(engine_error)?;
-        let events = generation_events(generation, &req.model, "chatcmpl");
-        Ok((ChatOutput::Stream(events), warnings))
+        Ok((prompt, warnings))
     }
 
     /// Completions: the prompt as it is (with the model's BOS), for base models and chat models alike.

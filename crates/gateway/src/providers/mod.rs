@@ -1,6 +1,8 @@
 //! Upstreams. Each kind turns a canonical request into its own wire format and its answer back into
 //! canonical events; a provider that speaks the caller's own dialect also offers a raw fast path.
 
+pub mod anthropic;
+pub mod http_client;
 pub mod local;
 pub mod openai;
 
@@ -12,13 +14,13 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
 use protocol::openai::chat::ChatCompletionChunk;
-use protocol::sse::SseDecoder;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{Error, Result};
 
+pub use anthropic::AnthropicProvider;
 pub use local::LocalProvider;
 pub use openai::OpenAiProvider;
 
@@ -79,6 +81,7 @@ impl ProviderOptions {
 #[derive(Clone, Debug)]
 pub enum Provider {
     OpenAi(Arc<OpenAiProvider>),
+    Anthropic(Arc<AnthropicProvider>),
     Local(Arc<LocalProvider>),
 }
 
@@ -87,15 +90,19 @@ impl Provider {
         let opts = ProviderOptions::from_config(c);
         match c.kind {
             ProviderKind::Openai => Ok(Provider::OpenAi(Arc::new(OpenAiProvider::new(name, &opts)?))),
-            ProviderKind::Anthropic => Err(Error::internal(format!(
-                "provider {name}: kind \"anthropic\" is not available in this build yet"
-            ))),
+            ProviderKind::Anthropic => Ok(Provider::Anthropic(Arc::new(AnthropicProvider::new(
+                name,
+                &opts,
+                c.anthropic_version.as_deref(),
+                &c.anthropic_beta,
+            )?))),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Provider::OpenAi(p) => p.name(),
+            Provider::Anthropic(p) => p.name(),
             Provider::Local(_) => local::NAME,
         }
     }
@@ -103,6 +110,7 @@ impl Provider {
     pub fn kind(&self) -> &'static str {
         match self {
             Provider::OpenAi(_) => "openai",
+            Provider::Anthropic(_) => "anthropic",
             Provider::Local(_) => "local",
         }
     }
@@ -111,6 +119,7 @@ impl Provider {
     pub async fn chat(&self, req: &ChatRequest, upstream_model: &str) -> Result<(ChatOutput, Vec<String>)> {
         match self {
             Provider::OpenAi(p) => p.chat(req, upstream_model).await,
+            Provider::Anthropic(p) => p.chat(req, upstream_model).await,
             Provider::Local(p) => p.chat(req),
         }
     }
@@ -123,17 +132,13 @@ pub(crate) fn sse_json_stream(
     provider: String,
 ) -> BoxStream<'static, Result<Value>> {
     struct St {
-        body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-        decoder: SseDecoder,
-        pending: std::collections::VecDeque<protocol::sse::SseEvent>,
+        events: BoxStream<'static, Result<protocol::sse::SseEvent>>,
         finished: bool,
         saw_finish: bool,
         provider: String,
     }
     let st = St {
-        body: resp.bytes_stream().boxed(),
-        decoder: SseDecoder::new(),
-        pending: Default::default(),
+        events: http_client::sse_events(resp, provider.clone()),
         finished: false,
         saw_finish: false,
         provider,
@@ -143,73 +148,54 @@ pub(crate) fn sse_json_stream(
             if st.finished {
                 return None;
             }
-            if let Some(ev) = st.pending.pop_front() {
-                let data = ev.data.trim();
-                if data == "[DONE]" {
-                    return None;
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<Value>(data) {
-                    Ok(v) => {
-                        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
-                            st.finished = true;
-                            let msg = err
-                                .get("message")
-                                .and_then(Value::as_str)
-                                .unwrap_or("the upstream reported an error mid-stream");
-                            let e = Error::bad_gateway(format!("upstream {}: {msg}", st.provider));
-                            return Some((Err(e), st));
-                        }
-                        if v.get("choices").and_then(Value::as_array).is_some_and(|cs| {
-                            cs.iter()
-                                .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-                        }) {
-                            st.saw_finish = true;
-                        }
-                        return Some((Ok(v), st));
-                    }
-                    Err(_) => {
-                        st.finished = true;
-                        let e = Error::bad_gateway(format!(
-                            "upstream {} sent an event that is not JSON",
-                            st.provider
-                        ));
-                        return Some((Err(e), st));
-                    }
-                }
-            }
-            match st.body.next().await {
-                Some(Ok(bytes)) => {
-                    let mut out = Vec::new();
-                    if let Err(e) = st.decoder.push(&bytes, &mut out) {
-                        st.finished = true;
-                        return Some((
-                            Err(Error::bad_gateway(format!("upstream {}: {e}", st.provider))),
-                            st,
-                        ));
-                    }
-                    st.pending.extend(out);
-                }
+            let ev = match st.events.next().await {
+                Some(Ok(ev)) => ev,
                 Some(Err(e)) => {
                     st.finished = true;
-                    let e = openai::transport_error(&st.provider, &e);
                     return Some((Err(e), st));
                 }
                 None => {
-                    let mut out = Vec::new();
-                    let _ = st.decoder.finish(&mut out);
-                    if !out.is_empty() {
-                        st.pending.extend(out);
-                        continue;
-                    }
                     if st.saw_finish {
                         return None;
                     }
                     st.finished = true;
                     let e = Error::bad_gateway(format!(
                         "upstream {} closed the stream before it finished",
+                        st.provider
+                    ));
+                    return Some((Err(e), st));
+                }
+            };
+            let data = ev.data.trim();
+            if data == "[DONE]" {
+                return None;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(data) {
+                Ok(v) => {
+                    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+                        st.finished = true;
+                        let msg = err
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("the upstream reported an error mid-stream");
+                        let e = Error::bad_gateway(format!("upstream {}: {msg}", st.provider));
+                        return Some((Err(e), st));
+                    }
+                    if v.get("choices").and_then(Value::as_array).is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                    }) {
+                        st.saw_finish = true;
+                    }
+                    return Some((Ok(v), st));
+                }
+                Err(_) => {
+                    st.finished = true;
+                    let e = Error::bad_gateway(format!(
+                        "upstream {} sent an event that is not JSON",
                         st.provider
                     ));
                     return Some((Err(e), st));
@@ -235,7 +221,7 @@ pub(crate) fn with_deadline<T: Send + 'static>(
             }
             tokio::select! {
                 item = inner.next() => item.map(|i| (i, (inner, sleep, false))),
-                () = &mut sleep => Some((Err(openai::timeout_error(&provider)), (inner, sleep, true))),
+                () = &mut sleep => Some((Err(http_client::timeout_error(&provider)), (inner, sleep, true))),
             }
         }
     })
