@@ -71,6 +71,10 @@ impl SseDecoder {
 
     /// Feeds bytes; appends every event they complete to `out`.
     pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if chunk.is_empty() {
+            // An empty read must not use up a pending `\r`: its `\n` may come in the next chunk.
+            return Ok(());
+        }
         if self.pending_cr {
             self.pending_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
@@ -239,6 +243,19 @@ mod tests {
         assert_eq!(
             evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
             vec!["a", "b"]
+        );
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_is_not_a_blank_line() {
+        let evs = decode_all(&[b"data: a\r", b"", b"\nevent: e\r\ndata: b\r\n\r\n"]);
+        assert_eq!(
+            evs,
+            vec![SseEvent {
+                event: Some("e".into()),
+                data: "a\nb".into(),
+                id: None
+            }]
         );
     }
 
