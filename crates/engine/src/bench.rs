@@ -1,9 +1,10 @@
 //! `switchyard bench`: prefill and decode throughput, batching scale-up and prefix-cache latency of
 //! one GGUF model, measured through the same scheduler the gateway uses.
 //!
-//! - **prefill**: one ~`prefill_tokens` prompt, `max_tokens = 1`; tokens ÷ time to the first token.
+//! - **prefill**: a ~`prefill_tokens` prompt, `max_tokens = 1`; tokens ÷ time to the first token
+//!   (median of 3 prompts).
 //! - **decode**: one stream of `decode_tokens` (greedy, end-of-generation tokens banned so it runs to
-//!   the end); tokens after the first ÷ time between the first and the last.
+//!   the end); tokens after the first ÷ time between the first and the last (median of 3).
 //! - **aggregate decode** with 1, 4, 8 … concurrent streams: tokens that arrive while *all* streams
 //!   are decoding ÷ the length of that window (so prefill of the short prompts is not counted).
 //! - **prefix cache**: time to first token of a ~`prefix_tokens` prompt cold, then of a prompt with
@@ -82,6 +83,8 @@ pub struct BenchReport {
     pub ttft_cold: Duration,
     /// Time to first token with the prefix cached (median of 3).
     pub ttft_cached: Duration,
+    /// (streams, mean milliseconds inside llama.cpp per scheduler batch) of the aggregate runs.
+    pub decode_ms_per_batch: Vec<(u32, f64)>,
 }
 
 impl BenchReport {
@@ -109,7 +112,12 @@ impl fmt::Display for BenchReport {
         writeln!(f, "  decode    {:>8.1} tok/s  (one stream)", self.decode_tok_s)?;
         for &(n, tps) in &self.aggregate {
             let scale = self.scaling(n).map_or(String::new(), |s| format!("  {s:.2}x"));
-            writeln!(f, "  {n:>2} streams {tps:>7.1} tok/s aggregate decode{scale}")?;
+            let ms = self
+                .decode_ms_per_batch
+                .iter()
+                .find(|d| d.0 == n)
+                .map_or(String::new(), |d| format!("  ({:.1} ms/step in llama.cpp)", d.1));
+            writeln!(f, "  {n:>2} streams {tps:>7.1} tok/s aggregate decode{scale}{ms}")?;
         }
         write!(
             f,
@@ -144,21 +152,32 @@ pub fn run(opts: BenchOpts) -> Result<BenchReport, EngineError> {
     let warm = prompt_tokens(&model, next_tag(), 32)?;
     run_one(&model, greedy(warm, 4, &[]))?;
 
-    // Prefill.
-    let prompt = prompt_tokens(&model, next_tag(), opts.prefill_tokens)?;
-    let n_prefill = prompt.len() as u32;
-    let t = run_one(&model, greedy(prompt, 1, &[]))?;
-    let prefill_tok_s = f64::from(n_prefill) / t.first.as_secs_f64().max(1e-9);
+    // Prefill (median of 3 distinct prompts).
+    let mut n_prefill = 0;
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let prompt = prompt_tokens(&model, next_tag(), opts.prefill_tokens)?;
+        n_prefill = prompt.len() as u32;
+        let t = run_one(&model, greedy(prompt, 1, &[]))?;
+        rates.push(f64::from(n_prefill) / t.first.as_secs_f64().max(1e-9));
+    }
+    let prefill_tok_s = median(&mut rates);
 
-    // Decode, one stream.
+    // Decode, one stream (median of 3).
     let eog = model.eog_tokens();
-    let prompt = prompt_tokens(&model, next_tag(), 16)?;
-    let t = run_one(&model, greedy(prompt, opts.decode_tokens, &eog))?;
-    let decode_tok_s = f64::from(t.tokens.saturating_sub(1)) / (t.last - t.first).as_secs_f64().max(1e-9);
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let prompt = prompt_tokens(&model, next_tag(), 16)?;
+        let t = run_one(&model, greedy(prompt, opts.decode_tokens, &eog))?;
+        rates.push(f64::from(t.tokens.saturating_sub(1)) / (t.last - t.first).as_secs_f64().max(1e-9));
+    }
+    let decode_tok_s = median(&mut rates);
 
     // Aggregate decode.
     let mut aggregate = Vec::new();
+    let mut decode_share = Vec::new();
     for &streams in &opts.streams {
+        let before = model.stats();
         let mut handles = Vec::new();
         let start = Instant::now();
         for _ in 0..streams {
@@ -186,6 +205,10 @@ pub fn run(opts: BenchOpts) -> Result<BenchReport, EngineError> {
             .sum();
         let secs = (window_end.saturating_sub(window_start)).as_secs_f64().max(1e-9);
         aggregate.push((streams, in_window as f64 / secs));
+        let after = model.stats();
+        let batches = after.batches - before.batches;
+        let us = after.decode_us - before.decode_us;
+        decode_share.push((streams, us as f64 / 1e3 / batches.max(1) as f64));
     }
 
     // Prefix cache.
@@ -211,6 +234,7 @@ pub fn run(opts: BenchOpts) -> Result<BenchReport, EngineError> {
         prefix_tokens: u32::try_from(prefix.len()).unwrap_or(u32::MAX),
         ttft_cold: cold,
         ttft_cached: cached[1],
+        decode_ms_per_batch: decode_share,
     })
 }
 
@@ -235,6 +259,11 @@ fn prompt_tokens(model: &LlmModel, tag: u32, n: usize) -> Result<Vec<i32>, Engin
     }
     tokens.truncate(n);
     Ok(tokens)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn greedy(prompt: Vec<i32>, max_tokens: u32, banned: &[i32]) -> GenerateRequest {

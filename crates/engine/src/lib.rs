@@ -19,3 +19,18 @@ pub use llm::{
     EngineStats, FinishReason, GenEvent, GenerateRequest, Generation, LlmModel, ModelConfig, Prompt,
     SamplingParams, TokenLogprob, TopLogprob,
 };
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_cross_threads() {
+        send_sync::<crate::LlmModel>();
+        send_sync::<crate::Embedder>();
+        send_sync::<crate::EngineError>();
+        send::<crate::Generation>();
+        send::<crate::GenEvent>();
+    }
+}

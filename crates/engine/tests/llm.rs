@@ -214,6 +214,24 @@ async fn max_tokens_gives_length_with_exact_count_and_logprobs() {
         assert!(mass <= 1.0001);
         assert!(lp.top_logprobs.windows(2).all(|w| w[0].logprob >= w[1].logprob));
     }
+    // Multi-byte characters split across byte-level BPE tokens come out whole: the deltas hold
+    // exactly the bytes of the generated tokens, never a replacement character.
+    let mut req = greedy(Prompt::Text("Emoji list: 😀 😁 😂 🤣 😃 😄 😅 😆".into()), 24);
+    no_eog(&m, &mut req);
+    req.logprobs = Some(0);
+    let out = collect(m.generate(req).unwrap(), 1).await.remove(0);
+    let bytes: Vec<u8> = out.logprobs.iter().flat_map(|lp| lp.bytes.clone()).collect();
+    // (A character cut off by max_tokens ends the text as U+FFFD.)
+    assert_eq!(String::from_utf8_lossy(&bytes), out.text);
+    let (last, whole) = out.deltas.split_last().unwrap();
+    assert!(whole.iter().all(|d| !d.contains('\u{FFFD}')), "{:?}", out.deltas);
+    assert!(!last.trim_end_matches('\u{FFFD}').contains('\u{FFFD}'));
+    let split = out
+        .logprobs
+        .iter()
+        .any(|lp| std::str::from_utf8(&lp.bytes).is_err());
+    assert!(split, "expected some emoji split across tokens: {:?}", out.text);
+    assert!(out.deltas.iter().all(|d| !d.is_empty()));
     // Echo puts the prompt first.
     let mut req = greedy(Prompt::Text("Echo me".into()), 2);
     req.echo = true;

@@ -19,6 +19,13 @@
 //! that at its next iteration and frees the slots (KV kept for the prefix cache); a request still
 //! in the queue is dropped from it and no longer counts against `queue_capacity`.
 //!
+//! **KV layout**: one unified KV buffer of `context_length × parallel` cells shared by the slots
+//! (llama.cpp's per-slot streams only batch sequences with consecutive ids together), with flash
+//! attention (llama.cpp's `auto` enables it on CPU; it skips the other slots' masked cells).
+//!
+//! **Loading** ([`LlmModel::load`]) reads the weights and builds the context: it blocks for a
+//! moment, so call it from `spawn_blocking` at start-up.
+//!
 //! **Tokenisation** ([`LlmModel::tokenize`], and inside `generate` for text prompts) runs on the
 //! caller's thread: it reads only the immutable vocabulary, costs microseconds per kilobyte, and
 //! lets `generate` report [`EngineError::PromptTooLong`] synchronously. All decoding runs on the
@@ -280,6 +287,10 @@ pub struct EngineStats {
     pub queued: u64,
     /// Sequences in slots now.
     pub active: u64,
+    /// Batches evaluated (scheduler iterations that ran the model).
+    pub batches: u64,
+    /// Time spent inside llama.cpp evaluating them, in microseconds.
+    pub decode_us: u64,
 }
 
 #[derive(Debug, Default)]
@@ -291,6 +302,8 @@ pub(crate) struct Stats {
     pub generated_tokens: AtomicU64,
     pub queued: AtomicU64,
     pub active: AtomicU64,
+    pub batches: AtomicU64,
+    pub decode_us: AtomicU64,
 }
 
 /// Token id → the bytes it detokenizes to (special tokens render as nothing).
@@ -549,6 +562,8 @@ impl LlmModel {
             generated_tokens: s.generated_tokens.load(Ordering::Relaxed),
             queued: s.queued.load(Ordering::Relaxed),
             active: s.active.load(Ordering::Relaxed),
+            batches: s.batches.load(Ordering::Relaxed),
+            decode_us: s.decode_us.load(Ordering::Relaxed),
         }
     }
 

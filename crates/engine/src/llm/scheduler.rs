@@ -153,6 +153,11 @@ fn run(setup: Setup, queue: &Queue, ready: SyncSender<Result<(), String>>) {
         .with_n_batch(setup.batch_size)
         .with_n_ubatch(setup.batch_size)
         .with_n_seq_max(setup.parallel)
+        // One KV buffer shared by all slots. With per-slot streams llama.cpp splits a batch into
+        // ubatches of *consecutive* sequence ids only, so slots 0, 2, 5 decoding together would
+        // run as three separate passes; unified, the whole batch is one pass. Flash attention
+        // (llama.cpp's `auto` picks it on CPU) skips the other sequences' masked cells.
+        .with_kv_unified(true)
         .with_n_threads(i32::try_from(setup.threads).unwrap_or(1))
         .with_n_threads_batch(i32::try_from(setup.threads).unwrap_or(1));
     if let Some(fa) = setup.flash_attention {
@@ -413,10 +418,15 @@ impl Scheduler {
             chunks.push((k, seq.prefilled, take));
             budget -= take;
         }
-        if fail.is_none()
-            && let Err(e) = ctx.decode(batch)
-        {
-            fail = Some(format!("llama_decode failed: {e}"));
+        if fail.is_none() {
+            let started = std::time::Instant::now();
+            let result = ctx.decode(batch);
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.stats.decode_us.fetch_add(took, Ordering::Relaxed);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = result {
+                fail = Some(format!("llama_decode failed: {e}"));
+            }
         }
         if let Some(message) = fail {
             tracing::error!(%message, "generation batch failed");
