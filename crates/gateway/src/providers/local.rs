@@ -534,7 +534,13 @@ pub fn resolve_path(
     engine::source::resolve(source, home, &mut |p| {
         if last_stage != Some(p.stage) {
             last_stage = Some(p.stage);
-            tracing::info!(item = %p.item, "model source: {:?}", p.stage);
+            let doing = match p.stage {
+                engine::source::Stage::Download => "downloading",
+                engine::source::Stage::Extract => "unpacking",
+                engine::source::Stage::Assemble => "assembling and checking",
+                engine::source::Stage::Done => "ready",
+            };
+            tracing::info!("model {source}: {doing} {}", p.item);
         }
     })
 }
