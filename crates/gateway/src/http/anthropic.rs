@@ -31,7 +31,7 @@ use protocol::sse::{self, SseEvent};
 use serde_json::{Value, json};
 
 use super::response::{Dialect, anthropic_error_body, error_response, json_body, sse_response};
-use super::shared::{Settle, chat_deployment, collect, labelled, read_chat_request, served_by};
+use super::shared::{Settle, answer, chat_deployment, collect, labelled, read_chat_request, served_by};
 use super::{App, RequestId};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
@@ -63,10 +63,8 @@ pub async fn messages(
     body: Body,
 ) -> Response {
     let mut model = String::new();
-    match messages_inner(&app, &rid, &headers, body, &mut model).await {
-        Ok(resp) => labelled(resp, &model),
-        Err(e) => labelled(error_response(Dialect::Anthropic, &e), &model),
-    }
+    let result = messages_inner(&app, &rid, &headers, body, &mut model).await;
+    answer(Dialect::Anthropic, &model, result)
 }
 
 async fn messages_inner(
@@ -353,10 +351,8 @@ fn encode_events(
 
 pub async fn count_tokens(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let mut model = String::new();
-    match count_inner(&app, &headers, body, &mut model).await {
-        Ok(resp) => labelled(resp, &model),
-        Err(e) => labelled(error_response(Dialect::Anthropic, &e), &model),
-    }
+    let result = count_inner(&app, &headers, body, &mut model).await;
+    answer(Dialect::Anthropic, &model, result)
 }
 
 async fn count_inner(app: &App, headers: &HeaderMap, body: Body, model_out: &mut String) -> Result<Response> {

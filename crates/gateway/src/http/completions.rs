@@ -21,8 +21,9 @@ use protocol::openai::{self as wire};
 use protocol::sse;
 use serde_json::{Map, Value, json};
 
-use super::openai::{Settle, labelled, openai_error_frame, relay_raw, served_by};
-use super::response::{Dialect, error_response, json_body, sse_response};
+use super::openai::{Settle, openai_error_frame, relay_raw, served_by};
+use super::response::{Dialect, json_body, sse_response};
+use super::shared::answer;
 use super::{App, RequestId, read_body};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
@@ -35,10 +36,8 @@ pub async fn completions(
     body: Body,
 ) -> Response {
     let mut model = String::new();
-    match complete(&app, &rid, &headers, body, &mut model).await {
-        Ok(resp) => labelled(resp, &model),
-        Err(e) => labelled(error_response(Dialect::OpenAi, &e), &model),
-    }
+    let result = complete(&app, &rid, &headers, body, &mut model).await;
+    answer(Dialect::OpenAi, &model, result)
 }
 
 async fn complete(
@@ -418,10 +417,8 @@ pub async fn embeddings(
     body: Body,
 ) -> Response {
     let mut model = String::new();
-    match embed(&app, &headers, body, &mut model).await {
-        Ok(resp) => labelled(resp, &model),
-        Err(e) => labelled(error_response(Dialect::OpenAi, &e), &model),
-    }
+    let result = embed(&app, &headers, body, &mut model).await;
+    answer(Dialect::OpenAi, &model, result)
 }
 
 async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut String) -> Result<Response> {

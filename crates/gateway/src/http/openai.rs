@@ -18,8 +18,8 @@ use protocol::sse;
 use serde_json::{Value, json};
 
 use super::response::{Dialect, error_body, error_response, json_body, sse_response};
-use super::shared::read_chat_request;
 pub(crate) use super::shared::{Settle, chat_deployment, collect, labelled, served_by};
+use super::shared::{answer, read_chat_request};
 use super::{App, RequestId};
 use crate::error::{Error, Result};
 use crate::providers::{ChatOutput, EventStream, Provider, Raw};
@@ -32,10 +32,8 @@ pub async fn chat_completions(
     body: Body,
 ) -> Response {
     let mut model = String::new();
-    match chat(&app, &rid, &headers, body, &mut model).await {
-        Ok(resp) => labelled(resp, &model),
-        Err(e) => labelled(error_response(Dialect::OpenAi, &e), &model),
-    }
+    let result = chat(&app, &rid, &headers, body, &mut model).await;
+    answer(Dialect::OpenAi, &model, result)
 }
 
 async fn chat(

@@ -12,7 +12,7 @@ use protocol::WireError;
 use protocol::canonical::{self as c, StreamAccumulator};
 use serde_json::{Map, Value};
 
-use super::response::ModelLabel;
+use super::response::{Dialect, ModelLabel, error_response};
 use super::{App, read_body};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
@@ -67,6 +67,15 @@ impl Drop for Settle {
             metrics::counter!(telemetry::TOKENS, &labels("input")).increment(u.input_tokens);
             metrics::counter!(telemetry::TOKENS, &labels("output")).increment(u.output_tokens);
         }
+    }
+}
+
+/// A handler's answer: its response, or its error in the caller's envelope; labelled with the model
+/// for the metrics layer either way.
+pub(crate) fn answer(dialect: Dialect, model: &str, result: Result<Response>) -> Response {
+    match result {
+        Ok(resp) => labelled(resp, model),
+        Err(e) => labelled(error_response(dialect, &e), model),
     }
 }
 
