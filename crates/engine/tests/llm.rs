@@ -322,7 +322,9 @@ async fn dropping_a_generation_frees_its_slot_and_queue_is_bounded() {
 }
 
 #[tokio::test]
-async fn prefix_cache_reuses_kv_and_cuts_ttft() {
+async fn prefix_cache_reuses_kv() {
+    // What the cache saves in time is measured by `switchyard bench`; here the counters show the
+    // prefix is not evaluated again (a timed assertion would flake on a loaded machine).
     let _g = common::serial();
     let m = smollm(2, 2048, 4);
     let prefix =
@@ -333,17 +335,13 @@ async fn prefix_cache_reuses_kv_and_cuts_ttft() {
         r
     };
     let before = m.stats();
-    let t = Instant::now();
     let cold = collect(m.generate(ask("Who built the first bridge?")).unwrap(), 1)
         .await
         .remove(0);
-    let cold_ttft = cold.first_at.unwrap() - t;
     let mid = m.stats();
-    let t = Instant::now();
     let warm = collect(m.generate(ask("What is a suspension bridge?")).unwrap(), 1)
         .await
         .remove(0);
-    let warm_ttft = warm.first_at.unwrap() - t;
     let after = m.stats();
     let cold_prefill = mid.prefill_tokens - before.prefill_tokens;
     let warm_prefill = after.prefill_tokens - mid.prefill_tokens;
@@ -351,10 +349,6 @@ async fn prefix_cache_reuses_kv_and_cuts_ttft() {
     assert!(warm_prefill < 30, "prefilled {warm_prefill} tokens again");
     assert!(warm.cached_tokens as u64 > cold_prefill - 30);
     assert_eq!(cold.cached_tokens, 0);
-    assert!(
-        warm_ttft * 3 < cold_ttft,
-        "cached TTFT {warm_ttft:?} vs cold {cold_ttft:?}"
-    );
     // The identical prompt again: everything but the last token comes from the cache.
     let again = collect(m.generate(ask("What is a suspension bridge?")).unwrap(), 1)
         .await
