@@ -156,7 +156,8 @@ pub async fn prelude(
             }
         },
     };
-    let opts = Opts::from_request(headers, body.get("model").and_then(Value::as_str));
+    let mut opts = Opts::from_request(headers, body.get("model").and_then(Value::as_str));
+    opts.fill(&state.defaults());
     if opts.flag("hang") {
         state.closed().await;
         return Err(error_response(dialect, 503, "mock: server shutting down", None));
@@ -172,6 +173,13 @@ pub async fn prelude(
             &msg,
             opts.num("retry_after"),
         ));
+    }
+    if opts.flag("html") {
+        // A 200 that is not the API at all (a captive portal, a misrouted proxy): streaming or not.
+        return Err(axum::response::IntoResponse::into_response((
+            [(axum::http::header::CONTENT_TYPE, "text/html")],
+            "<html><body>502 Bad Gateway</body></html>",
+        )));
     }
     Ok(Ctx { body, opts })
 }

@@ -37,15 +37,16 @@ pub use openai::{MODELS, embedding_for_text, embedding_for_tokens};
 pub use opts::{Opts, base_model};
 pub use state::{MAX_RECORDED, MockState, RecordedRequest};
 
-/// The API routes (mounted both under `/v1` and at the root), plus `GET /_mock/stats` and
-/// `POST /_mock/reset`.
+/// The API routes (mounted both under `/v1` and at the root), plus `GET /_mock/stats`,
+/// `POST /_mock/reset` and `POST /_mock/set` (options for every request).
 ///
 /// Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`,
 /// `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/messages`, `POST /v1/messages/count_tokens`.
 ///
 /// Options (`x-mock-<opt>` header or `model+opt=val`): `ttfb`, `delay`, `tokens`, `status`,
 /// `retry_after`, `drop_after`, `hang`, `hang_after`, `error_after`, `garbage`, `truncate`, `tools`,
-/// `interleave`, `notext`, `thinking`, `redacted`, `finish=length`, `echo_request`, `cache`.
+/// `interleave`, `notext`, `thinking`, `redacted`, `finish=length`, `echo_request`, `cache`, `html` (a 200
+/// HTML page instead of the API).
 pub fn router(state: MockState) -> Router {
     let api: Router<MockState> = Router::new()
         .route("/chat/completions", post(openai::chat_completions))
@@ -58,6 +59,7 @@ pub fn router(state: MockState) -> Router {
     Router::new()
         .route("/_mock/stats", get(stats))
         .route("/_mock/reset", post(reset))
+        .route("/_mock/set", post(set_defaults))
         .nest("/v1", api.clone())
         .merge(api)
         .fallback(fallback)
@@ -72,6 +74,31 @@ async fn stats(State(st): State<MockState>) -> Response {
 async fn reset(State(st): State<MockState>) -> Response {
     st.reset();
     axum::Json(serde_json::json!({"ok": true})).into_response()
+}
+
+/// `POST /_mock/set` with a JSON object of options (`{"status": 500}`): every later request gets them
+/// unless it sets them itself; `{}` clears them.
+async fn set_defaults(State(st): State<MockState>, body: axum::body::Bytes) -> Response {
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return common::error_response(
+            common::Dialect::OpenAi,
+            400,
+            "send a JSON object of options",
+            None,
+        );
+    };
+    let defaults = m
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, v)
+        })
+        .collect();
+    st.set_defaults(defaults);
+    axum::Json(serde_json::json!({"ok": true, "defaults": st.defaults()})).into_response()
 }
 
 async fn fallback(

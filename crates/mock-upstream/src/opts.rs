@@ -35,6 +35,13 @@ impl Opts {
         Self { map }
     }
 
+    /// Adds options the request did not set itself (the server-wide ones of `POST /_mock/set`).
+    pub fn fill(&mut self, defaults: &BTreeMap<String, String>) {
+        for (k, v) in defaults {
+            self.map.entry(norm(k)).or_insert_with(|| v.clone());
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.map.get(key).map(String::as_str)
     }

@@ -38,6 +38,7 @@ struct Inner {
     requests: Mutex<VecDeque<RecordedRequest>>,
     seq: AtomicU64,
     require_key: RwLock<Option<String>>,
+    defaults: RwLock<BTreeMap<String, String>>,
     closed: watch::Sender<bool>,
 }
 
@@ -69,6 +70,7 @@ impl MockState {
                 requests: Mutex::new(VecDeque::new()),
                 seq: AtomicU64::new(0),
                 require_key: RwLock::new(None),
+                defaults: RwLock::new(BTreeMap::new()),
                 closed: watch::Sender::new(false),
             }),
         }
@@ -88,6 +90,16 @@ impl MockState {
 
     pub fn require_key(&self) -> Option<String> {
         self.inner.require_key.read().clone()
+    }
+
+    /// Options applied to every request that does not set them itself (e.g. `status=500` to make the
+    /// whole server fail until they are cleared with an empty map).
+    pub fn set_defaults(&self, defaults: BTreeMap<String, String>) {
+        *self.inner.defaults.write() = defaults;
+    }
+
+    pub fn defaults(&self) -> BTreeMap<String, String> {
+        self.inner.defaults.read().clone()
     }
 
     /// How many requests hit `route` (e.g. `"POST /v1/chat/completions"`) since start / last reset.
