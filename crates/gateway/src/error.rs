@@ -36,6 +36,8 @@ pub struct Error {
     pub status: Option<StatusCode>,
     /// For `Upstream`: the upstream's own error type string (`rate_limit_error`, …), when it had one.
     pub upstream_type: Option<String>,
+    /// For `Upstream`: the status the upstream really sent (before 5xx became 502).
+    pub upstream_status: Option<u16>,
     pub retry_after: Option<Duration>,
 }
 
@@ -50,6 +52,7 @@ impl Error {
             code: None,
             status: None,
             upstream_type: None,
+            upstream_status: None,
             retry_after: None,
         }
     }

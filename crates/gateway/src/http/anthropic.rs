@@ -30,13 +30,17 @@ use protocol::canonical::{self as c, Part, StreamEvent};
 use protocol::sse::{self, SseEvent};
 use serde_json::{Value, json};
 
+use super::openai::{answer_model, routing_headers};
 use super::response::{Dialect, anthropic_error_body, error_response, json_body, sse_response};
-use super::shared::{Settle, answer, chat_deployment, collect, labelled, read_chat_request, served_by};
+use super::shared::{
+    Routing, Settle, answer, candidate_headers, collect, cost_header, first_item, labelled, read_chat_request,
+};
 use super::{App, RequestId};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
 use crate::providers::{ChatOutput, EventStream, Provider, Raw};
 use crate::router::ModelEntry;
+use crate::router::plan::Candidate;
 
 /// The header that says how `count_tokens` counted: `exact` (the upstream's own count, or the local
 /// model's tokenizer over its chat template) or `estimate` (OpenAI-compatible upstreams have no count
@@ -67,6 +71,44 @@ pub async fn messages(
     answer(Dialect::Anthropic, &model, result)
 }
 
+enum Started {
+    Raw(Raw),
+    Canonical(ChatOutput, Vec<String>),
+}
+
+/// One attempt of a messages request: the same-dialect fast path for an Anthropic upstream, the
+/// canonical path (with what only Anthropic understands as warnings) for any other.
+async fn attempt_messages(
+    cand: &Candidate,
+    obj: &mut serde_json::Map<String, Value>,
+    canonical: Option<&(c::ChatRequest, Vec<String>)>,
+    betas: &[&str],
+) -> Result<Started> {
+    let dep = &cand.dep;
+    if let Provider::Anthropic(p) = &dep.provider {
+        // Same dialect: forward with only the model name rewritten.
+        return match p.forward("messages", obj, &dep.upstream_model, betas).await? {
+            Raw::Stream(s) => Ok(Started::Raw(Raw::Stream(first_item(s).await?))),
+            full => Ok(Started::Raw(full)),
+        };
+    }
+    let Some((req, carried)) = canonical else {
+        return Err(Error::internal("no canonical request"));
+    };
+    let (output, more) = dep.provider.chat(req, &dep.upstream_model).await?;
+    let mut warnings = carried.clone();
+    for w in more {
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    }
+    let output = match output {
+        ChatOutput::Stream(s) => ChatOutput::Stream(first_item(s).await?),
+        full => full,
+    };
+    Ok(Started::Canonical(output, warnings))
+}
+
 async fn messages_inner(
     app: &App,
     rid: &RequestId,
@@ -74,36 +116,53 @@ async fn messages_inner(
     body: Body,
     model_out: &mut String,
 ) -> Result<Response> {
-    let (obj, entry) = read_chat_request(app, headers, body, validate::messages_request, model_out).await?;
-    let model = model_out.clone();
-    let dep = chat_deployment(&entry)?;
+    let (mut obj, plan) =
+        read_chat_request(app, headers, body, validate::messages_request, model_out).await?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let mut settle = Settle::new(&model, dep);
     let fallback_id = fallback_id(rid);
-
-    if let Provider::Anthropic(p) = &dep.provider {
-        // Same dialect: forward with only the model name rewritten.
-        let raw = p
-            .forward("messages", obj, &dep.upstream_model, &client_betas(headers))
-            .await?;
-        let mut resp = relay_raw(raw, &model, fallback_id, settle)?;
-        served_by(&mut resp, dep, &[]);
-        return Ok(resp);
-    }
-
-    let req: MessagesRequest = wire::from_object(obj)?;
-    let mut canonical = req.to_canonical()?;
-    // What only Anthropic understands cannot reach this upstream: say so.
-    let mut warnings = carried_fields(&canonical.extra);
-    canonical.extra.remove(CARRY_KEY);
-    let (output, more) = dep.provider.chat(&canonical, &dep.upstream_model).await?;
-    for w in more {
-        if !warnings.contains(&w) {
-            warnings.push(w);
+    let betas = client_betas(headers);
+    // The canonical request (and what only Anthropic understands, which other upstreams cannot take),
+    // built before any same-dialect attempt rewrites the body.
+    let canonical = if plan
+        .candidates
+        .iter()
+        .any(|c| !matches!(c.dep.provider, Provider::Anthropic(_)))
+    {
+        let req: MessagesRequest = wire::from_object(obj.clone())?;
+        let mut canonical = req.to_canonical()?;
+        let warnings = carried_fields(&canonical.extra);
+        canonical.extra.remove(CARRY_KEY);
+        Some((canonical, warnings))
+    } else {
+        None
+    };
+    let mut routing = Routing::new(app, &plan, headers);
+    let (started, served) = loop {
+        let Some(attempt) = routing.next().await else {
+            return Err(routing.into_error());
+        };
+        match attempt
+            .within(attempt_messages(
+                &attempt.candidate,
+                &mut obj,
+                canonical.as_ref(),
+                &betas,
+            ))
+            .await
+        {
+            Ok(v) => break (v, routing.answered(attempt)),
+            Err(e) => routing.failed(e)?,
         }
-    }
+    };
+    let model = answer_model(model_out, &served);
     // Local ids are synthetic (`chatcmpl-…`): answer with a message id of our own.
-    let own_id = matches!(dep.provider, Provider::Local(_));
+    let own_id = matches!(served.dep().provider, Provider::Local(_));
+    let mut settle = Settle::new(app, model_out, served);
+    let (output, warnings) = match started {
+        Started::Raw(raw) => return relay_raw(raw, &model, fallback_id, settle),
+        Started::Canonical(o, w) => (o, w),
+    };
+    let headers = routing_headers(&settle, &warnings);
     let mut resp = if stream {
         let events = match output {
             ChatOutput::Stream(s) => s,
@@ -115,8 +174,9 @@ async fn messages_inner(
     } else {
         let mut response = match output {
             ChatOutput::Full(r) => r,
-            ChatOutput::Stream(s) => collect(s).await?,
+            ChatOutput::Stream(s) => collect(s).await.inspect_err(|e| settle.failed(e))?,
         };
+        settle.token();
         if own_id || response.id.is_empty() {
             response.id = fallback_id;
         }
@@ -128,9 +188,11 @@ async fn messages_inner(
         if !warnings.is_empty() {
             wire.extra.insert("warnings".into(), json!(warnings));
         }
-        json_body(&wire)
+        let mut resp = json_body(&wire);
+        cost_header(&mut resp, &settle);
+        resp
     };
-    served_by(&mut resp, dep, &warnings);
+    resp.headers_mut().extend(headers);
     Ok(resp)
 }
 
@@ -142,18 +204,23 @@ fn usage_of(v: &Value) -> Option<c::Usage> {
         .map(|u| u.to_canonical())
 }
 
-/// Answers from the same-dialect fast path: the upstream's message with the public model name.
+/// Answers from the same-dialect fast path: the upstream's message with the public model name. The
+/// body stays exactly Anthropic's shape: routing is told in headers only.
 fn relay_raw(raw: Raw, model: &str, fallback_id: String, mut settle: Settle) -> Result<Response> {
-    match raw {
+    let headers = routing_headers(&settle, &[]);
+    let mut resp = match raw {
         Raw::Full(mut v) => {
             if v.get("type").and_then(Value::as_str) != Some("message")
                 || !v.get("content").is_some_and(Value::is_array)
             {
-                return Err(Error::bad_gateway(format!(
+                let e = Error::bad_gateway(format!(
                     "upstream {} answered with something that is not a message",
                     settle.provider
-                )));
+                ));
+                settle.failed(&e);
+                return Err(e);
             }
+            settle.token();
             v["model"] = Value::String(model.to_string());
             if v.get("id").and_then(Value::as_str).is_none_or(str::is_empty) {
                 v["id"] = Value::String(fallback_id);
@@ -161,15 +228,14 @@ fn relay_raw(raw: Raw, model: &str, fallback_id: String, mut settle: Settle) -> 
             if let Some(u) = usage_of(&v) {
                 settle.usage(u);
             }
-            Ok(json_body(&v))
+            let mut resp = json_body(&v);
+            cost_header(&mut resp, &settle);
+            resp
         }
-        Raw::Stream(events) => Ok(sse_response(relay_events(
-            events,
-            model.to_string(),
-            fallback_id,
-            settle,
-        ))),
-    }
+        Raw::Stream(events) => sse_response(relay_events(events, model.to_string(), fallback_id, settle)),
+    };
+    resp.headers_mut().extend(headers);
+    Ok(resp)
 }
 
 /// An error as the last event of an Anthropic stream.
@@ -213,6 +279,7 @@ fn relay_events(
                 None => return None,
                 Some(Err(e)) => {
                     st.done = true;
+                    st.settle.failed(&e);
                     return Some((Ok(error_frame(&e)), st));
                 }
                 Some(Ok(mut v)) => {
@@ -232,7 +299,7 @@ fn relay_events(
                             st.read_usage(&ty, &v);
                         }
                         "message_delta" => st.read_usage(&ty, &v),
-                        "content_block_delta" => st.settle.token(),
+                        "content_block_delta" => st.settle.stream_token(),
                         _ => {}
                     }
                     match serde_json::to_vec(&v) {
@@ -310,6 +377,7 @@ fn encode_events(
                 }
                 Some(Err(e)) => {
                     st.done = true;
+                    st.settle.failed(&e);
                     st.encoder.error(e.anthropic_type(), &e.message, &mut out);
                 }
                 Some(Ok(mut ev)) => {
@@ -320,7 +388,7 @@ fn encode_events(
                         StreamEvent::Usage { usage } => st.settle.usage(*usage),
                         StreamEvent::TextDelta { .. }
                         | StreamEvent::ReasoningDelta { .. }
-                        | StreamEvent::ToolCallStart { .. } => st.settle.token(),
+                        | StreamEvent::ToolCallStart { .. } => st.settle.stream_token(),
                         _ => {}
                     }
                     if !st.started {
@@ -356,9 +424,13 @@ pub async fn count_tokens(State(app): State<Arc<App>>, headers: HeaderMap, body:
 }
 
 async fn count_inner(app: &App, headers: &HeaderMap, body: Body, model_out: &mut String) -> Result<Response> {
-    let (obj, entry) =
+    let (obj, plan) =
         read_chat_request(app, headers, body, validate::count_tokens_request, model_out).await?;
-    let dep = chat_deployment(&entry)?;
+    // Counting needs no fallback: the first deployment of the plan counts.
+    let Some(cand) = plan.candidates.first() else {
+        return Err(Error::model_not_found(model_out));
+    };
+    let dep = &cand.dep;
     let (count, how) = match &dep.provider {
         Provider::Anthropic(p) => {
             let v = p
@@ -367,7 +439,7 @@ async fn count_inner(app: &App, headers: &HeaderMap, body: Body, model_out: &mut
             let mut resp = json_body(&v);
             resp.headers_mut()
                 .insert(TOKEN_COUNT_HEADER, HeaderValue::from_static("exact"));
-            served_by(&mut resp, dep, &[]);
+            candidate_headers(&mut resp, cand);
             return Ok(resp);
         }
         Provider::Local(p) => {
@@ -389,7 +461,7 @@ async fn count_inner(app: &App, headers: &HeaderMap, body: Body, model_out: &mut
     let mut resp = json_body(&json!({"input_tokens": count}));
     resp.headers_mut()
         .insert(TOKEN_COUNT_HEADER, HeaderValue::from_static(how));
-    served_by(&mut resp, dep, &[]);
+    candidate_headers(&mut resp, cand);
     Ok(resp)
 }
 

@@ -21,13 +21,14 @@ use protocol::openai::{self as wire};
 use protocol::sse;
 use serde_json::{Map, Value, json};
 
-use super::openai::{Settle, openai_error_frame, relay_raw, served_by};
+use super::openai::{Settle, answer_model, openai_error_frame, relay_raw, routing_headers};
 use super::response::{Dialect, json_body, sse_response};
-use super::shared::answer;
+use super::shared::{Routing, answer, cost_header, first_item};
 use super::{App, RequestId, read_body};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
-use crate::providers::{LocalProvider, Provider};
+use crate::providers::{LocalProvider, Provider, Raw};
+use crate::router::plan::{self, Candidate, Needs, RouteRequest};
 
 pub async fn completions(
     State(app): State<Arc<App>>,
@@ -40,6 +41,38 @@ pub async fn completions(
     answer(Dialect::OpenAi, &model, result)
 }
 
+enum Started {
+    Raw(Raw),
+    Local(BoxStream<'static, Result<StreamEvent>>),
+}
+
+async fn attempt_completion(
+    cand: &Candidate,
+    obj: &mut Map<String, Value>,
+    knobs: &Result<(c::ChatRequest, bool)>,
+    prompts: &Inputs,
+) -> Result<Started> {
+    let dep = &cand.dep;
+    match &dep.provider {
+        Provider::OpenAi(p) => match p.forward("completions", obj, &dep.upstream_model).await? {
+            Raw::Stream(s) => Ok(Started::Raw(Raw::Stream(first_item(s).await?))),
+            full => Ok(Started::Raw(full)),
+        },
+        Provider::Local(p) => {
+            let (req, echo) = knobs.clone()?;
+            let events = local_completion_events(p, &req, echo, prompts.clone())?;
+            Ok(Started::Local(first_item(events).await?))
+        }
+        Provider::Anthropic(_) => Err(Error::invalid_param(
+            "model",
+            format!(
+                "The model `{}` is served by Anthropic, which has no legacy completions; use /v1/chat/completions or /v1/messages.",
+                cand.entry.public_name
+            ),
+        )),
+    }
+}
+
 async fn complete(
     app: &App,
     rid: &RequestId,
@@ -48,51 +81,54 @@ async fn complete(
     model_out: &mut String,
 ) -> Result<Response> {
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let obj = wire::parse_object(&bytes)?;
-    let prompts = wire_c::completion_request(&obj)?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let entry = app.catalog.resolve(&model)?.clone();
-    model_out.clone_from(&model);
-    if entry.kind == ModelType::Embedding {
-        return Err(Error::invalid_param(
-            "model",
-            format!("The model `{model}` is an embedding model; use /v1/embeddings."),
-        ));
+    let mut obj = wire::parse_object(&bytes)?;
+    let route_req = RouteRequest::take(&mut obj)?;
+    if let Some((m, _)) = route_req.models.first() {
+        model_out.clone_from(m);
     }
-    let dep = entry
-        .deployments
-        .first()
-        .ok_or_else(|| Error::model_not_found(&model))?;
+    let prompts = wire_c::completion_request(&obj)?;
+    let needs = Needs::of_input(&obj, "prompt");
+    let plan = plan::build(
+        &app.catalog,
+        &route_req,
+        &needs,
+        &[ModelType::Completion, ModelType::Chat],
+    )?;
     let include_usage = obj
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let settle = Settle::new(&model, dep);
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let fallback_id = format!("cmpl-{}", rid.0.trim_start_matches("req_"));
-    let mut resp = match &dep.provider {
-        Provider::OpenAi(p) => {
-            let raw = p.forward("completions", obj, &dep.upstream_model).await?;
-            relay_raw(raw, &model, fallback_id, include_usage, settle)?
-        }
-        Provider::Local(p) => {
-            local_completions(p, obj, prompts, &model, fallback_id, include_usage, settle).await?
-        }
-        Provider::Anthropic(_) => {
-            return Err(Error::invalid_param(
-                "model",
-                format!(
-                    "The model `{model}` is served by Anthropic, which has no legacy completions; use /v1/chat/completions or /v1/messages."
-                ),
-            ));
+    let knobs = completion_knobs(&obj, model_out);
+    let mut routing = Routing::new(app, &plan, headers);
+    let (started, served) = loop {
+        let Some(attempt) = routing.next().await else {
+            return Err(routing.into_error());
+        };
+        let fut = attempt_completion(&attempt.candidate, &mut obj, &knobs, &prompts);
+        match attempt.within(fut).await {
+            Ok(v) => break (v, routing.answered(attempt)),
+            Err(e) => routing.failed(e)?,
         }
     };
-    served_by(&mut resp, dep, &[]);
-    Ok(resp)
+    let model = answer_model(model_out, &served);
+    let settle = Settle::new(app, model_out, served);
+    match started {
+        Started::Raw(raw) => relay_raw(raw, &model, fallback_id, include_usage, settle),
+        Started::Local(events) => {
+            let headers = routing_headers(&settle, &[]);
+            let enc = CompletionEncoder::new(fallback_id, model, include_usage, settle);
+            let mut resp = if stream {
+                sse_response(enc.stream(events))
+            } else {
+                enc.collect(events).await?
+            };
+            resp.headers_mut().extend(headers);
+            Ok(resp)
+        }
+    }
 }
 
 fn f64_of(obj: &Map<String, Value>, k: &str) -> Option<f64> {
@@ -188,17 +224,13 @@ fn completion_knobs(obj: &Map<String, Value>, model: &str) -> Result<(c::ChatReq
     Ok((req, obj.get("echo").and_then(Value::as_bool).unwrap_or(false)))
 }
 
-async fn local_completions(
+/// The events of a completions request served by a local model: every prompt's `n` choices, merged.
+fn local_completion_events(
     p: &LocalProvider,
-    obj: Map<String, Value>,
+    req: &c::ChatRequest,
+    echo: bool,
     prompts: Inputs,
-    model: &str,
-    id: String,
-    include_usage: bool,
-    settle: Settle,
-) -> Result<Response> {
-    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let (req, echo) = completion_knobs(&obj, model)?;
+) -> Result<BoxStream<'static, Result<StreamEvent>>> {
     let n = req.n.unwrap_or(1);
     if req.max_tokens == Some(0) {
         return Err(Error::invalid_param(
@@ -216,16 +248,10 @@ async fn local_completions(
     let mut streams = Vec::with_capacity(prompts.len());
     for (i, prompt) in prompts.into_iter().enumerate() {
         let offset = i as u32 * n;
-        let events = p.complete(prompt, echo, &req)?;
+        let events = p.complete(prompt, echo, req)?;
         streams.push(events.map(move |ev| ev.map(|e| shift_choice(e, offset))).boxed());
     }
-    let merged = futures::stream::select_all(streams).boxed();
-    let enc = CompletionEncoder::new(id, model.to_string(), include_usage, settle);
-    if stream {
-        Ok(sse_response(enc.stream(merged)))
-    } else {
-        enc.collect(merged).await
-    }
+    Ok(futures::stream::select_all(streams).boxed())
 }
 
 fn shift_choice(ev: StreamEvent, offset: u32) -> StreamEvent {
@@ -302,7 +328,7 @@ impl CompletionEncoder {
     fn apply(&mut self, ev: StreamEvent) -> Option<Value> {
         match ev {
             StreamEvent::TextDelta { choice, text } => {
-                self.settle.token();
+                self.settle.stream_token();
                 let lp = self.logprobs.remove(&choice).unwrap_or(Value::Null);
                 Some(json!({"text": text, "index": choice, "logprobs": lp, "finish_reason": null}))
             }
@@ -348,13 +374,19 @@ impl CompletionEncoder {
                     }
                     Some(Err(e)) => {
                         done = true;
+                        enc.settle.failed(&e);
                         pending.push_back(openai_error_frame(&e));
                     }
                     None => {
                         done = true;
-                        if enc.include_usage {
+                        if enc.include_usage || enc.settle.in_body {
                             let mut obj = enc.object(Vec::new());
-                            obj["usage"] = enc.usage_json();
+                            if enc.include_usage {
+                                obj["usage"] = enc.usage_json();
+                            }
+                            if enc.settle.in_body {
+                                obj["routing_metadata"] = enc.settle.metadata();
+                            }
                             pending.push_back(sse::data_frame(obj.to_string().as_bytes()));
                         }
                         pending.push_back(Bytes::from_static(sse::DONE_FRAME));
@@ -367,7 +399,8 @@ impl CompletionEncoder {
     async fn collect(mut self, mut events: BoxStream<'static, Result<StreamEvent>>) -> Result<Response> {
         let mut choices: BTreeMap<u32, (String, Option<&'static str>, Vec<Value>)> = BTreeMap::new();
         while let Some(ev) = events.next().await {
-            let Some(choice) = self.apply(ev?) else { continue };
+            let ev = ev.inspect_err(|e| self.settle.failed(e))?;
+            let Some(choice) = self.apply(ev) else { continue };
             let index = choice["index"].as_u64().unwrap_or(0) as u32;
             let slot = choices
                 .entry(index)
@@ -390,7 +423,12 @@ impl CompletionEncoder {
             .collect();
         let mut obj = self.object(out);
         obj["usage"] = self.usage_json();
-        Ok(json_body(&obj))
+        if self.settle.in_body {
+            obj["routing_metadata"] = self.settle.metadata();
+        }
+        let mut resp = json_body(&obj);
+        cost_header(&mut resp, &self.settle);
+        Ok(resp)
     }
 }
 
@@ -421,31 +459,21 @@ pub async fn embeddings(
     answer(Dialect::OpenAi, &model, result)
 }
 
-async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut String) -> Result<Response> {
-    let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let obj = wire::parse_object(&bytes)?;
-    let req = wire_c::embeddings_request(&obj)?;
-    let entry = app.catalog.resolve(&req.model)?.clone();
-    model_out.clone_from(&req.model);
-    if entry.kind != ModelType::Embedding {
-        return Err(Error::invalid_param(
-            "model",
-            format!(
-                "The model `{}` is a {} model and does not produce embeddings.",
-                req.model,
-                entry.kind.as_str()
-            ),
-        ));
-    }
-    let dep = entry
-        .deployments
-        .first()
-        .ok_or_else(|| Error::model_not_found(&req.model))?;
-    let mut settle = Settle::new(&req.model, dep);
-    let mut resp = match &dep.provider {
+enum Embedded {
+    Upstream(Value),
+    Local(Vec<Vec<f32>>, u64),
+}
+
+async fn attempt_embedding(
+    cand: &Candidate,
+    obj: &mut Map<String, Value>,
+    req: &wire_c::EmbeddingsRequest,
+) -> Result<Embedded> {
+    let dep = &cand.dep;
+    match &dep.provider {
         Provider::OpenAi(p) => {
             let raw = p.forward("embeddings", obj, &dep.upstream_model).await?;
-            let crate::providers::Raw::Full(mut v) = raw else {
+            let crate::providers::Raw::Full(v) = raw else {
                 return Err(Error::bad_gateway("the upstream streamed an embeddings answer"));
             };
             if !v.get("data").is_some_and(Value::is_array) {
@@ -454,30 +482,17 @@ async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut Strin
                     dep.provider.name()
                 )));
             }
-            v["model"] = Value::String(req.model.clone());
-            if let Some(t) = v
-                .get("usage")
-                .and_then(|u| u.get("prompt_tokens"))
-                .and_then(Value::as_u64)
-            {
-                settle.usage(c::Usage {
-                    input_tokens: t,
-                    ..Default::default()
-                });
-            }
-            json_body(&v)
+            Ok(Embedded::Upstream(v))
         }
-        Provider::Anthropic(_) => {
-            return Err(Error::invalid_param(
-                "model",
-                format!(
-                    "The model `{}` is served by Anthropic, which has no embeddings.",
-                    req.model
-                ),
-            ));
-        }
+        Provider::Anthropic(_) => Err(Error::invalid_param(
+            "model",
+            format!(
+                "The model `{}` is served by Anthropic, which has no embeddings.",
+                cand.entry.public_name
+            ),
+        )),
         Provider::Local(p) => {
-            let inputs: Vec<EmbedInput> = match req.input {
+            let inputs: Vec<EmbedInput> = match req.input.clone() {
                 Inputs::Texts(t) => t.into_iter().map(EmbedInput::Text).collect(),
                 Inputs::Tokens(t) => t.into_iter().map(EmbedInput::Tokens).collect(),
             };
@@ -488,12 +503,60 @@ async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut Strin
                     "dimensions",
                     format!(
                         "The model `{}` produces {}-dimensional embeddings and cannot shorten them; leave out 'dimensions'.",
-                        req.model,
+                        cand.entry.public_name,
                         p.embedding_dimensions().unwrap_or(0)
                     ),
                 ));
             }
             let (vectors, tokens) = p.embed(inputs).await?;
+            Ok(Embedded::Local(vectors, tokens))
+        }
+    }
+}
+
+async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut String) -> Result<Response> {
+    let bytes = read_body(body, headers, app.max_body_bytes).await?;
+    let mut obj = wire::parse_object(&bytes)?;
+    let route_req = RouteRequest::take(&mut obj)?;
+    if let Some((m, _)) = route_req.models.first() {
+        model_out.clone_from(m);
+    }
+    let req = wire_c::embeddings_request(&obj)?;
+    let needs = Needs::of_input(&obj, "input");
+    let plan = plan::build(&app.catalog, &route_req, &needs, &[ModelType::Embedding])?;
+    let mut routing = Routing::new(app, &plan, headers);
+    let (out, served) = loop {
+        let Some(attempt) = routing.next().await else {
+            return Err(routing.into_error());
+        };
+        match attempt
+            .within(attempt_embedding(&attempt.candidate, &mut obj, &req))
+            .await
+        {
+            Ok(v) => break (v, routing.answered(attempt)),
+            Err(e) => routing.failed(e)?,
+        }
+    };
+    let model = answer_model(model_out, &served);
+    let mut settle = Settle::new(app, model_out, served);
+    settle.token();
+    let headers = routing_headers(&settle, &[]);
+    let mut body = match out {
+        Embedded::Upstream(mut v) => {
+            v["model"] = Value::String(model);
+            if let Some(t) = v
+                .get("usage")
+                .and_then(|u| u.get("prompt_tokens"))
+                .and_then(Value::as_u64)
+            {
+                settle.usage(c::Usage {
+                    input_tokens: t,
+                    ..Default::default()
+                });
+            }
+            v
+        }
+        Embedded::Local(vectors, tokens) => {
             settle.usage(c::Usage {
                 input_tokens: tokens,
                 ..Default::default()
@@ -503,14 +566,19 @@ async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut Strin
                 .enumerate()
                 .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": wire_c::embedding_value(v, req.base64)}))
                 .collect();
-            json_body(&json!({
+            json!({
                 "object": "list",
                 "data": data,
-                "model": req.model,
+                "model": model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }))
+            })
         }
     };
-    served_by(&mut resp, dep, &[]);
+    if settle.in_body {
+        body["routing_metadata"] = settle.metadata();
+    }
+    let mut resp = json_body(&body);
+    resp.headers_mut().extend(headers);
+    cost_header(&mut resp, &settle);
     Ok(resp)
 }

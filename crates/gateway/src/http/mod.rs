@@ -2,6 +2,7 @@
 
 pub mod anthropic;
 pub mod completions;
+pub mod health;
 pub mod openai;
 pub mod response;
 mod shared;
@@ -61,10 +62,11 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/anthropic/v1/models", get(anthropic::list_models))
         .route("/anthropic/v1/models/{*id}", get(anthropic::get_model))
+        .route("/vhealth", get(health::vhealth))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
     let inner = Router::new()
         .merge(api)
-        .route("/health", get(health))
+        .route("/health", get(health::health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -247,10 +249,6 @@ impl<G: Unpin + Send + 'static> http_body::Body for Guarded<G> {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
-}
-
-async fn health() -> Response {
-    response::json_body(&serde_json::json!({"status": "ok"}))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -12,18 +12,21 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::HeaderMap;
 use protocol::canonical::{self as c, StreamEvent};
-use protocol::openai::chat::{ChatCompletion, ChatCompletionRequest, ChunkEncoder, WireUsage};
+use protocol::openai::chat::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkEncoder, WireUsage,
+};
 use protocol::openai::{self as wire, validate};
 use protocol::sse;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::response::{Dialect, error_body, error_response, json_body, sse_response};
-pub(crate) use super::shared::{Settle, chat_deployment, collect, labelled, served_by};
-use super::shared::{answer, read_chat_request};
+use super::shared::{Routing, answer, first_item, read_chat_request};
+pub(crate) use super::shared::{Served, Settle, collect, cost_header, labelled, served_by};
 use super::{App, RequestId};
 use crate::error::{Error, Result};
 use crate::providers::{ChatOutput, EventStream, Provider, Raw};
 use crate::router::ModelEntry;
+use crate::router::plan::Candidate;
 
 pub async fn chat_completions(
     State(app): State<Arc<App>>,
@@ -36,6 +39,50 @@ pub async fn chat_completions(
     answer(Dialect::OpenAi, &model, result)
 }
 
+/// What an attempt produced before the answer is committed: the same-dialect upstream's raw answer, or a
+/// canonical one (with what could not be carried).
+enum Started {
+    Raw(Raw),
+    Canonical(ChatOutput, Vec<String>),
+}
+
+/// One attempt of a chat request: the same-dialect fast path for an OpenAI-compatible upstream, the
+/// canonical path for any other; a stream counts as started once its first item is here.
+async fn attempt_chat(
+    cand: &Candidate,
+    obj: &mut Map<String, Value>,
+    canonical: Option<&c::ChatRequest>,
+) -> Result<Started> {
+    let dep = &cand.dep;
+    if let Provider::OpenAi(p) = &dep.provider {
+        // Same dialect: forward with only the model name and stream options rewritten.
+        return match p.forward("chat/completions", obj, &dep.upstream_model).await? {
+            Raw::Stream(s) => Ok(Started::Raw(Raw::Stream(first_item(s).await?))),
+            full => Ok(Started::Raw(full)),
+        };
+    }
+    let Some(req) = canonical else {
+        return Err(Error::internal("no canonical request"));
+    };
+    let (output, warnings) = dep.provider.chat(req, &dep.upstream_model).await?;
+    let output = match output {
+        ChatOutput::Stream(s) => ChatOutput::Stream(first_item(s).await?),
+        full => full,
+    };
+    Ok(Started::Canonical(output, warnings))
+}
+
+/// The name an answer carries: the one the client asked for when that is what served it (an alias
+/// stays an alias), else the model that served it (`auto`, a fallback list).
+pub(crate) fn answer_model(requested: &str, served: &Served) -> String {
+    let e = &served.candidate.entry;
+    if e.public_name == requested || e.aliases.iter().any(|a| a == requested) {
+        requested.to_string()
+    } else {
+        e.public_name.clone()
+    }
+}
+
 async fn chat(
     app: &App,
     rid: &RequestId,
@@ -43,63 +90,93 @@ async fn chat(
     body: Body,
     model_out: &mut String,
 ) -> Result<Response> {
-    let (obj, entry) = read_chat_request(app, headers, body, validate::chat_request, model_out).await?;
-    let model = model_out.clone();
-    let dep = chat_deployment(&entry)?;
+    let (mut obj, plan) = read_chat_request(app, headers, body, validate::chat_request, model_out).await?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = obj
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let mut settle = Settle::new(&model, dep);
     let fallback_id = format!("chatcmpl-{}", rid.0.trim_start_matches("req_"));
+    // The canonical request, built before any same-dialect attempt rewrites the body.
+    let canonical = if plan
+        .candidates
+        .iter()
+        .any(|c| !matches!(c.dep.provider, Provider::OpenAi(_)))
+    {
+        let req: ChatCompletionRequest = wire::from_object(obj.clone())?;
+        Some(req.to_canonical()?)
+    } else {
+        None
+    };
+    let mut routing = Routing::new(app, &plan, headers);
+    let (started, served) = loop {
+        let Some(attempt) = routing.next().await else {
+            return Err(routing.into_error());
+        };
+        match attempt
+            .within(attempt_chat(&attempt.candidate, &mut obj, canonical.as_ref()))
+            .await
+        {
+            Ok(v) => break (v, routing.answered(attempt)),
+            Err(e) => routing.failed(e)?,
+        }
+    };
+    let model = answer_model(model_out, &served);
+    let mut settle = Settle::new(app, model_out, served);
 
-    if let Provider::OpenAi(p) = &dep.provider {
-        // Same dialect: forward with only the model name and stream options rewritten.
-        let raw = p.forward("chat/completions", obj, &dep.upstream_model).await?;
-        let mut resp = relay_raw(raw, &model, fallback_id, include_usage, settle)?;
-        served_by(&mut resp, dep, &[]);
-        return Ok(resp);
-    }
-
-    let req: ChatCompletionRequest = wire::from_object(obj)?;
-    let canonical = req.to_canonical()?;
-    let (output, warnings) = dep.provider.chat(&canonical, &dep.upstream_model).await?;
-    let mut resp = if stream {
+    let (output, warnings) = match started {
+        Started::Raw(raw) => return relay_raw(raw, &model, fallback_id, include_usage, settle),
+        Started::Canonical(o, w) => (o, w),
+    };
+    if stream {
         let events = match output {
             ChatOutput::Stream(s) => s,
             ChatOutput::Full(r) => {
                 futures::stream::iter(c::response_to_events(&r).into_iter().map(Ok)).boxed()
             }
         };
-        sse_response(encode_events(
+        let headers = routing_headers(&settle, &warnings);
+        let mut resp = sse_response(encode_events(
             events,
             model.clone(),
             fallback_id,
             include_usage,
             settle,
-        ))
-    } else {
-        let mut response = match output {
-            ChatOutput::Full(r) => r,
-            ChatOutput::Stream(s) => collect(s).await?,
-        };
-        if response.id.is_empty() {
-            response.id = fallback_id;
-        }
-        if let Some(u) = response.usage {
-            settle.usage(u);
-        }
-        response.model.clone_from(&model);
-        let mut wire = ChatCompletion::from_canonical(&response);
-        if !warnings.is_empty() {
-            wire.extra.insert("warnings".into(), json!(warnings));
-        }
-        json_body(&wire)
+        ));
+        resp.headers_mut().extend(headers);
+        return Ok(resp);
+    }
+    let mut response = match output {
+        ChatOutput::Full(r) => r,
+        ChatOutput::Stream(s) => collect(s).await.inspect_err(|e| settle.failed(e))?,
     };
-    served_by(&mut resp, dep, &warnings);
+    settle.token();
+    if response.id.is_empty() {
+        response.id = fallback_id;
+    }
+    if let Some(u) = response.usage {
+        settle.usage(u);
+    }
+    response.model.clone_from(&model);
+    let mut wire = ChatCompletion::from_canonical(&response);
+    if !warnings.is_empty() {
+        wire.extra.insert("warnings".into(), json!(warnings));
+    }
+    if settle.in_body {
+        wire.extra.insert("routing_metadata".into(), settle.metadata());
+    }
+    let mut resp = json_body(&wire);
+    resp.headers_mut().extend(routing_headers(&settle, &warnings));
+    cost_header(&mut resp, &settle);
     Ok(resp)
+}
+
+/// The routing headers of an answer, as a map to extend a response's headers with.
+pub(crate) fn routing_headers(settle: &Settle, warnings: &[String]) -> HeaderMap {
+    let mut r = Response::new(Body::empty());
+    served_by(&mut r, settle.served(), warnings);
+    std::mem::take(r.headers_mut())
 }
 
 pub(crate) fn openai_error_frame(e: &Error) -> Bytes {
@@ -118,7 +195,8 @@ fn chunk_frame(chunk: &impl serde::Serialize) -> Option<Bytes> {
 }
 
 /// Answers from the same-dialect fast path: the upstream's JSON with the public model name, one id
-/// throughout, and the usage chunk shown only to clients that asked for it.
+/// throughout, and the usage chunk shown only to clients that asked for it; the routing headers and
+/// `routing_metadata` added.
 pub(crate) fn relay_raw(
     raw: Raw,
     model: &str,
@@ -126,14 +204,15 @@ pub(crate) fn relay_raw(
     include_usage: bool,
     mut settle: Settle,
 ) -> Result<Response> {
-    match raw {
+    let headers = routing_headers(&settle, &[]);
+    let mut resp = match raw {
         Raw::Full(mut v) => {
             if !v.get("choices").is_some_and(Value::is_array) {
-                return Err(Error::bad_gateway(format!(
-                    "upstream {} answered without choices",
-                    settle.provider
-                )));
+                let e = Error::bad_gateway(format!("upstream {} answered without choices", settle.provider));
+                settle.failed(&e);
+                return Err(e);
             }
+            settle.token();
             v["model"] = Value::String(model.to_string());
             if v.get("id").and_then(Value::as_str).is_none_or(str::is_empty) {
                 v["id"] = Value::String(fallback_id);
@@ -141,16 +220,38 @@ pub(crate) fn relay_raw(
             if let Some(u) = usage_of(&v) {
                 settle.usage(u);
             }
-            Ok(json_body(&v))
+            if settle.in_body {
+                v["routing_metadata"] = settle.metadata();
+            }
+            let mut resp = json_body(&v);
+            cost_header(&mut resp, &settle);
+            resp
         }
-        Raw::Stream(chunks) => Ok(sse_response(relay_chunks(
+        Raw::Stream(chunks) => sse_response(relay_chunks(
             chunks,
             model.to_string(),
             fallback_id,
             include_usage,
             settle,
-        ))),
+        )),
+    };
+    resp.headers_mut().extend(headers);
+    Ok(resp)
+}
+
+/// The last chunk of a stream: no choices, the routing metadata (and nothing else new).
+fn metadata_chunk(id: &Value, model: &Value, created: &Value, settle: &Settle) -> Option<Bytes> {
+    if !settle.in_body {
+        return None;
     }
+    chunk_frame(&json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "routing_metadata": settle.metadata(),
+    }))
 }
 
 fn usage_of(v: &Value) -> Option<c::Usage> {
@@ -176,10 +277,25 @@ struct Relay {
     inner: BoxStream<'static, Result<Value>>,
     model: Value,
     id: Option<Value>,
+    created: Value,
+    pending: std::collections::VecDeque<Bytes>,
+    /// The tail of the stream (chunks with a finish reason, the usage chunk), held until the next chunk
+    /// or the end, so `routing_metadata` can ride on the last chunk. Content is never held.
+    held: Option<Value>,
     fallback_id: String,
     include_usage: bool,
     settle: Settle,
     done: bool,
+}
+
+/// Whether a chunk belongs to a stream's tail: a finish reason, or no choices (usage).
+fn is_tail(chunk: &Value) -> bool {
+    chunk.get("choices").and_then(Value::as_array).is_some_and(|cs| {
+        cs.is_empty()
+            || cs
+                .iter()
+                .all(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+    })
 }
 
 /// Ends with `[DONE]`, or with an error event if the upstream breaks off.
@@ -194,6 +310,9 @@ fn relay_chunks(
         inner: chunks,
         model: Value::String(model),
         id: None,
+        created: json!(0),
+        pending: Default::default(),
+        held: None,
         fallback_id,
         include_usage,
         settle,
@@ -201,17 +320,41 @@ fn relay_chunks(
     };
     futures::stream::unfold(st, |mut st| async move {
         loop {
+            if let Some(frame) = st.pending.pop_front() {
+                return Some((Ok(frame), st));
+            }
             if st.done {
                 return None;
             }
             match st.inner.next().await {
                 None => {
                     st.done = true;
-                    return Some((Ok(Bytes::from_static(sse::DONE_FRAME)), st));
+                    match st.held.take() {
+                        Some(mut last) => {
+                            if st.settle.in_body {
+                                last["routing_metadata"] = st.settle.metadata();
+                            }
+                            st.pending.extend(chunk_frame(&last));
+                        }
+                        None if st.include_usage => {
+                            let id = st
+                                .id
+                                .clone()
+                                .unwrap_or_else(|| Value::String(st.fallback_id.clone()));
+                            st.pending
+                                .extend(metadata_chunk(&id, &st.model, &st.created, &st.settle));
+                        }
+                        None => {}
+                    }
+                    st.pending.push_back(Bytes::from_static(sse::DONE_FRAME));
                 }
                 Some(Err(e)) => {
                     st.done = true;
-                    return Some((Ok(openai_error_frame(&e)), st));
+                    st.settle.failed(&e);
+                    if let Some(h) = st.held.take() {
+                        st.pending.extend(chunk_frame(&h));
+                    }
+                    st.pending.push_back(openai_error_frame(&e));
                 }
                 Some(Ok(mut chunk)) => {
                     let Some(obj) = chunk.as_object_mut() else {
@@ -223,11 +366,14 @@ fn relay_chunks(
                     });
                     obj.insert("id".into(), id.clone());
                     obj.insert("model".into(), st.model.clone());
+                    if let Some(c) = obj.get("created") {
+                        st.created = c.clone();
+                    }
                     if let Some(u) = usage_of(&chunk) {
                         st.settle.usage(u);
                     }
                     if has_text(&chunk) {
-                        st.settle.token();
+                        st.settle.stream_token();
                     }
                     if !st.include_usage
                         && let Some(obj) = chunk.as_object_mut()
@@ -241,8 +387,13 @@ fn relay_chunks(
                             continue;
                         }
                     }
-                    if let Some(frame) = chunk_frame(&chunk) {
-                        return Some((Ok(frame), st));
+                    if let Some(h) = st.held.take() {
+                        st.pending.extend(chunk_frame(&h));
+                    }
+                    if st.settle.in_body && is_tail(&chunk) {
+                        st.held = Some(chunk);
+                    } else {
+                        st.pending.extend(chunk_frame(&chunk));
                     }
                 }
             }
@@ -254,8 +405,13 @@ struct Encode {
     inner: EventStream,
     encoder: ChunkEncoder,
     fallback_id: String,
+    id: Option<String>,
+    created: u64,
     settle: Settle,
     pending: std::collections::VecDeque<Bytes>,
+    /// Tail chunks (finish, usage) held for `routing_metadata`, as in the fast path.
+    held: Vec<ChatCompletionChunk>,
+    include_usage: bool,
     done: bool,
 }
 
@@ -271,8 +427,12 @@ pub(crate) fn encode_events(
         inner: events,
         encoder: ChunkEncoder::new(model, include_usage),
         fallback_id,
+        id: None,
+        created: 0,
         settle,
         pending: Default::default(),
+        held: Vec::new(),
+        include_usage,
         done: false,
     };
     futures::stream::unfold(st, |mut st| async move {
@@ -286,22 +446,50 @@ pub(crate) fn encode_events(
             match st.inner.next().await {
                 None => {
                     st.done = true;
+                    let mut held = std::mem::take(&mut st.held);
+                    if let Some(last) = held.last_mut() {
+                        last.extra.insert("routing_metadata".into(), st.settle.metadata());
+                    } else if st.include_usage {
+                        let id = Value::String(st.id.clone().unwrap_or_else(|| st.fallback_id.clone()));
+                        let model = Value::String(st.encoder.model().to_string());
+                        st.pending
+                            .extend(metadata_chunk(&id, &model, &json!(st.created), &st.settle));
+                    }
+                    st.pending.extend(held.iter().filter_map(chunk_frame));
                     st.pending.push_back(Bytes::from_static(sse::DONE_FRAME));
                 }
                 Some(Err(e)) => {
                     st.done = true;
+                    st.settle.failed(&e);
+                    let held = std::mem::take(&mut st.held);
+                    st.pending.extend(held.iter().filter_map(chunk_frame));
                     st.pending.push_back(openai_error_frame(&e));
                 }
                 Some(Ok(mut ev)) => {
                     match &mut ev {
-                        StreamEvent::Start { id, .. } if id.is_empty() => id.clone_from(&st.fallback_id),
+                        StreamEvent::Start { id, created, .. } => {
+                            if id.is_empty() {
+                                id.clone_from(&st.fallback_id);
+                            }
+                            st.id = Some(id.clone());
+                            st.created = *created;
+                        }
                         StreamEvent::Usage { usage } => st.settle.usage(*usage),
-                        StreamEvent::TextDelta { .. } => st.settle.token(),
+                        StreamEvent::TextDelta { .. } => st.settle.stream_token(),
                         _ => {}
                     }
+                    let tail = matches!(ev, StreamEvent::Finish { .. } | StreamEvent::Usage { .. });
                     let mut chunks = Vec::new();
                     st.encoder.encode(&ev, &mut chunks);
-                    st.pending.extend(chunks.iter().filter_map(chunk_frame));
+                    if tail && st.settle.in_body {
+                        st.held.extend(chunks);
+                    } else {
+                        if !chunks.is_empty() {
+                            let held = std::mem::take(&mut st.held);
+                            st.pending.extend(held.iter().filter_map(chunk_frame));
+                        }
+                        st.pending.extend(chunks.iter().filter_map(chunk_frame));
+                    }
                 }
             }
         }
@@ -315,11 +503,53 @@ fn model_object(entry: &ModelEntry) -> Value {
         "created": entry.created,
         "owned_by": entry.deployments.first().map_or("switchyard", |d| d.provider.name()),
         "type": entry.kind.as_str(),
+        "tiers": entry.tiers().iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        "deployments": entry.deployments.len(),
     });
     if let Some(ctx) = entry.context_length {
         m["context_length"] = json!(ctx);
     }
+    // The price of the first deployment that has one, USD per 1M tokens.
+    if let Some(p) = entry.deployments.iter().find_map(|d| d.price) {
+        m["pricing"] = json!({"input": p.input, "output": p.output, "cached_input": p.cached_input, "unit": "USD per 1M tokens"});
+    }
+    if !entry.aliases.is_empty() {
+        m["aliases"] = json!(entry.aliases);
+    }
     m
+}
+
+/// `auto`, listed when there is a model it can route to.
+fn auto_object(app: &App) -> Option<Value> {
+    let created = app.catalog.iter().map(|e| e.created).min()?;
+    let mut tiers: Vec<_> = app
+        .catalog
+        .iter()
+        .filter(|e| e.auto && e.kind == crate::config::ModelType::Chat)
+        .flat_map(|e| e.tiers())
+        .collect();
+    if tiers.is_empty() {
+        return None;
+    }
+    tiers.sort();
+    tiers.dedup();
+    let order: Vec<&str> = app
+        .catalog
+        .routing
+        .tier_order
+        .iter()
+        .filter(|t| tiers.contains(t))
+        .map(|t| t.as_str())
+        .collect();
+    Some(json!({
+        "id": crate::router::AUTO_MODEL,
+        "object": "model",
+        "created": created,
+        "owned_by": "switchyard",
+        "type": "chat",
+        "tiers": order,
+        "description": "Routes to the first tier (in this order) with a deployment that can serve the request.",
+    }))
 }
 
 /// Whether the caller is an Anthropic client (its SDKs always send `anthropic-version`): `GET /v1/models`
@@ -336,13 +566,19 @@ pub async fn list_models(
     if anthropic_client(&headers) {
         return super::anthropic::list_models(State(app), query).await;
     }
-    let data: Vec<Value> = app.catalog.iter().map(|e| model_object(e)).collect();
+    let mut data: Vec<Value> = app.catalog.iter().map(|e| model_object(e)).collect();
+    data.extend(auto_object(&app));
     json_body(&json!({"object": "list", "data": data}))
 }
 
 pub async fn get_model(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if anthropic_client(&headers) {
         return super::anthropic::get_model(State(app), Path(id)).await;
+    }
+    if id == crate::router::AUTO_MODEL
+        && let Some(auto) = auto_object(&app)
+    {
+        return labelled(json_body(&auto), &id);
     }
     match app.catalog.resolve(&id) {
         Ok(entry) => labelled(json_body(&model_object(entry)), &id),

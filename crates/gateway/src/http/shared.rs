@@ -2,42 +2,177 @@
 //! settlement, and the headers and labels every answer carries.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue};
 use protocol::WireError;
 use protocol::canonical::{self as c, StreamAccumulator};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::response::{Dialect, ModelLabel, error_response};
 use super::{App, read_body};
 use crate::config::ModelType;
+use crate::error::ErrorKind;
 use crate::error::{Error, Result};
 use crate::providers::EventStream;
-use crate::router::{Deployment, ModelEntry};
+use crate::router::exec::{AttemptRecord, Attempts};
+use crate::router::plan::{self, Candidate, Needs, Plan, RouteRequest};
+use crate::router::{Deployment, InFlight};
 use crate::telemetry;
 
+/// What served a request: the candidate that answered, every attempt made, and the in-flight count it
+/// holds on its deployment until the answer ends.
+pub(crate) struct Served {
+    pub candidate: Candidate,
+    pub attempts: Vec<AttemptRecord>,
+    pub strategy: &'static str,
+    /// When the attempt that answered started (its TTFT counts from here).
+    pub attempt_start: Instant,
+    _in_flight: InFlight,
+}
+
+impl Served {
+    pub fn dep(&self) -> &Arc<Deployment> {
+        &self.candidate.dep
+    }
+}
+
+/// The request's deadline for all attempts: `x-switchyard-timeout-ms`, else `[routing] timeout_ms`.
+pub(crate) fn deadline(app: &App, headers: &HeaderMap) -> tokio::time::Instant {
+    let ms = headers
+        .get("x-switchyard-timeout-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map_or(app.catalog.routing.timeout_ms, |ms| ms.min(3_600_000));
+    tokio::time::Instant::now() + Duration::from_millis(ms)
+}
+
+/// Walks a plan, one [`Attempt`] at a time; a failure moves on by the rules of
+/// [`crate::router::exec`]. A handler loops:
+///
+/// ```ignore
+/// let mut routing = Routing::new(app, &plan, headers);
+/// let (value, served) = loop {
+///     let Some(attempt) = routing.next().await else { return Err(routing.into_error()) };
+///     match attempt.within(try_it(&attempt.candidate)).await {
+///         Ok(v) => break (v, routing.answered(attempt)),
+///         Err(e) => routing.failed(e)?,
+///     }
+/// };
+/// ```
+pub(crate) struct Routing<'a> {
+    run: Attempts<'a>,
+}
+
+/// One attempt: its candidate, counted in flight from now, with its first byte due by `deadline`.
+pub(crate) struct Attempt {
+    pub candidate: Candidate,
+    deadline: tokio::time::Instant,
+    started: Instant,
+    guard: InFlight,
+}
+
+impl Attempt {
+    /// Runs the attempt's future within its first-byte deadline.
+    pub async fn within<T>(&self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout_at(self.deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "upstream {} did not start answering within {} ms",
+                    self.candidate.dep.provider.name(),
+                    self.started.elapsed().as_millis()
+                ),
+            )),
+        }
+    }
+}
+
+impl<'a> Routing<'a> {
+    pub fn new(app: &'a App, plan: &'a Plan, headers: &HeaderMap) -> Routing<'a> {
+        Routing {
+            run: Attempts::new(plan, &app.catalog.routing, deadline(app, headers)),
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<Attempt> {
+        let step = self.run.next().await?;
+        Some(Attempt {
+            guard: InFlight::new(step.candidate.dep.clone()),
+            candidate: step.candidate,
+            deadline: step.first_byte_deadline,
+            started: Instant::now(),
+        })
+    }
+
+    /// The attempt answered: what served the request.
+    pub fn answered(mut self, a: Attempt) -> Served {
+        self.run.succeeded();
+        let strategy = self.run.strategy();
+        Served {
+            candidate: a.candidate,
+            attempts: self.run.log,
+            strategy,
+            attempt_start: a.started,
+            _in_flight: a.guard,
+        }
+    }
+
+    /// The attempt failed: `Err` is the answer to give now.
+    pub fn failed(&mut self, e: Error) -> Result<()> {
+        self.run.failed(e)
+    }
+
+    pub fn into_error(self) -> Error {
+        self.run.into_error()
+    }
+}
+
+/// Waits for a stream's first item, so an upstream that fails before its first byte can still be
+/// replaced by the next deployment; the item is put back in front.
+pub(crate) async fn first_item<T: Send + 'static>(
+    mut s: BoxStream<'static, Result<T>>,
+) -> Result<BoxStream<'static, Result<T>>> {
+    match s.next().await {
+        Some(Ok(first)) => Ok(futures::stream::once(std::future::ready(Ok(first)))
+            .chain(s)
+            .boxed()),
+        Some(Err(e)) => Err(e),
+        None => Ok(s),
+    }
+}
+
 /// Usage and timing of one call, recorded when the response ends — or when the client goes away, so a
-/// disconnect never loses what was already spent.
+/// disconnect never loses what was already spent. It also feeds the deployment's measurements (time to
+/// first token, tokens per second) and renders `routing_metadata`.
 pub(crate) struct Settle {
     model: String,
     pub(crate) provider: String,
     start: Instant,
     usage: Option<c::Usage>,
-    first_token: bool,
+    first_token: Option<Instant>,
+    streamed: bool,
+    served: Served,
+    pub(crate) in_body: bool,
 }
 
 impl Settle {
-    pub(crate) fn new(model: &str, dep: &Deployment) -> Settle {
+    pub(crate) fn new(app: &App, model: &str, served: Served) -> Settle {
         Settle {
             model: model.to_string(),
-            provider: dep.provider.name().to_string(),
+            provider: served.dep().provider.name().to_string(),
             start: Instant::now(),
             usage: None,
-            first_token: false,
+            first_token: None,
+            streamed: false,
+            served,
+            in_body: app.catalog.routing.metadata_in_body,
         }
     }
 
@@ -45,12 +180,80 @@ impl Settle {
         self.usage = Some(u);
     }
 
+    /// A token reached the client (the whole answer, for JSON answers).
     pub(crate) fn token(&mut self) {
-        if !self.first_token {
-            self.first_token = true;
+        if self.first_token.is_none() {
+            let now = Instant::now();
+            self.first_token = Some(now);
             metrics::histogram!(telemetry::TIME_TO_FIRST_TOKEN, "model" => self.model.clone())
-                .record(self.start.elapsed().as_secs_f64());
+                .record(now.duration_since(self.start).as_secs_f64());
+            self.served
+                .dep()
+                .health
+                .record_ttft(now.duration_since(self.served.attempt_start));
         }
+    }
+
+    /// A streamed token (as opposed to a whole answer at once).
+    pub(crate) fn stream_token(&mut self) {
+        self.streamed = true;
+        self.token();
+    }
+
+    /// The upstream broke off after its answer had started.
+    pub(crate) fn failed(&mut self, e: &Error) {
+        if matches!(
+            e.kind,
+            ErrorKind::Upstream | ErrorKind::BadGateway | ErrorKind::Timeout
+        ) {
+            self.served
+                .dep()
+                .health
+                .failure(std::time::Instant::now(), e, None);
+        }
+    }
+
+    /// What the answer cost; `None` while usage is unknown, or when the deployment's price is.
+    fn cost(&self) -> Option<f64> {
+        let u = self.usage.as_ref()?;
+        Some(self.served.dep().price?.cost(u))
+    }
+
+    fn tps(&self) -> Option<f64> {
+        let u = self.usage.as_ref()?;
+        let first = self.first_token?;
+        let since = if self.streamed && u.output_tokens > 1 {
+            first
+        } else {
+            self.served.attempt_start
+        };
+        let secs = Instant::now().duration_since(since).as_secs_f64();
+        (secs > 0.0 && u.output_tokens > 0).then(|| u.output_tokens as f64 / secs)
+    }
+
+    /// `routing_metadata`: what served the request, how it was chosen, what it took and cost.
+    pub(crate) fn metadata(&self) -> Value {
+        let dep = self.served.dep();
+        let mut cost = json!({"usd": self.cost().map(|c| (c * 1e9).round() / 1e9)});
+        if dep.price.is_none() {
+            cost["price_known"] = json!(false);
+        }
+        json!({
+            "provider": dep.provider.name(),
+            "provider_model_id": dep.upstream_model,
+            "model_canonical": self.served.candidate.entry.public_name,
+            "deployment": dep.id,
+            "tier": dep.tier.as_str(),
+            "routing_strategy": self.served.strategy,
+            "attempts": self.served.attempts.iter().map(AttemptRecord::to_json).collect::<Vec<_>>(),
+            "ttft_ms": self.first_token.map(|t| t.duration_since(self.served.attempt_start).as_millis() as u64),
+            "throughput_tps": self.tps().map(|t| (t * 10.0).round() / 10.0),
+            "cost": cost,
+        })
+    }
+
+    pub(crate) fn served(&self) -> &Served {
+        &self.served
     }
 }
 
@@ -66,6 +269,13 @@ impl Drop for Settle {
             };
             metrics::counter!(telemetry::TOKENS, &labels("input")).increment(u.input_tokens);
             metrics::counter!(telemetry::TOKENS, &labels("output")).increment(u.output_tokens);
+            if let Some(tps) = self.tps() {
+                self.served.dep().health.record_tps(tps);
+            }
+            if let Some(cost) = self.cost().filter(|c| *c > 0.0) {
+                metrics::counter!(telemetry::COST_MICRO_USD, "model" => self.model.clone(), "provider" => self.provider.clone())
+                    .increment((cost * 1e6).round() as u64);
+            }
         }
     }
 }
@@ -84,14 +294,22 @@ pub(crate) fn labelled(mut resp: Response, model: &str) -> Response {
     resp
 }
 
-pub(crate) fn served_by(resp: &mut Response, dep: &Deployment, warnings: &[String]) {
+/// The routing headers every routed answer carries.
+pub(crate) fn served_by(resp: &mut Response, served: &Served, warnings: &[String]) {
+    let dep = served.dep();
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(dep.provider.name()) {
-        h.insert("x-switchyard-provider", v);
+    for (name, value) in [
+        ("x-switchyard-provider", dep.provider.name()),
+        ("x-switchyard-upstream-model", dep.upstream_model.as_str()),
+        ("x-switchyard-model", served.candidate.entry.public_name.as_str()),
+        ("x-switchyard-tier", dep.tier.as_str()),
+        ("x-switchyard-routing-strategy", served.strategy),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
     }
-    if let Ok(v) = HeaderValue::from_str(&dep.upstream_model) {
-        h.insert("x-switchyard-upstream-model", v);
-    }
+    h.insert("x-switchyard-attempts", HeaderValue::from(served.attempts.len()));
     if !warnings.is_empty() {
         // Header values are visible ASCII: anything else is shown as `?`.
         let text: String = warnings
@@ -111,26 +329,27 @@ pub(crate) fn served_by(resp: &mut Response, dep: &Deployment, warnings: &[Strin
     }
 }
 
-/// Checks that a model can answer chat on this route.
-pub(crate) fn chat_deployment(entry: &ModelEntry) -> Result<&Deployment> {
-    if entry.kind != ModelType::Chat {
-        return Err(Error::invalid_param(
-            "model",
-            format!(
-                "The model `{}` is a {} model and does not support chat; use {}.",
-                entry.public_name,
-                entry.kind.as_str(),
-                match entry.kind {
-                    ModelType::Completion => "/v1/completions",
-                    _ => "/v1/embeddings",
-                }
-            ),
-        ));
+/// The provider headers of an answer that made no attempt (counting tokens).
+pub(crate) fn candidate_headers(resp: &mut Response, c: &Candidate) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(c.dep.provider.name()) {
+        h.insert("x-switchyard-provider", v);
     }
-    entry
-        .deployments
-        .first()
-        .ok_or_else(|| Error::model_not_found(&entry.public_name))
+    if let Ok(v) = HeaderValue::from_str(&c.dep.upstream_model) {
+        h.insert("x-switchyard-upstream-model", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&c.entry.public_name) {
+        h.insert("x-switchyard-model", v);
+    }
+}
+
+/// The cost header of a whole (JSON) answer.
+pub(crate) fn cost_header(resp: &mut Response, settle: &Settle) {
+    if let Some(c) = settle.cost()
+        && let Ok(v) = HeaderValue::from_str(&format!("{c:.9}"))
+    {
+        resp.headers_mut().insert("x-switchyard-cost-usd", v);
+    }
 }
 
 /// Folds a canonical stream into a whole response.
@@ -142,25 +361,24 @@ pub(crate) async fn collect(mut s: EventStream) -> Result<c::ChatResponse> {
     Ok(acc.finish())
 }
 
-/// A chat request read (within the body limit), parsed into a JSON object, validated by the surface's
-/// own rules, and resolved to its catalog entry. `model_out` gets the public name as soon as it is
-/// known, for the metrics label of an error answer too.
+/// A chat request read (within the body limit), parsed into a JSON object, its routing fields taken
+/// out, validated by the surface's own rules, and planned. `model_out` gets the requested name as soon
+/// as it is known, for the metrics label of an error answer too.
 pub(crate) async fn read_chat_request(
     app: &App,
     headers: &HeaderMap,
     body: Body,
     validate: fn(&Map<String, Value>) -> std::result::Result<(), WireError>,
     model_out: &mut String,
-) -> Result<(Map<String, Value>, Arc<ModelEntry>)> {
+) -> Result<(Map<String, Value>, Plan)> {
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let obj = protocol::openai::parse_object(&bytes)?;
+    let mut obj = protocol::openai::parse_object(&bytes)?;
+    let route = RouteRequest::take(&mut obj)?;
+    if let Some((m, _)) = route.models.first() {
+        model_out.clone_from(m);
+    }
     validate(&obj)?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let entry = app.catalog.resolve(&model)?.clone();
-    model_out.clone_from(&model);
-    Ok((obj, entry))
+    let needs = Needs::of_chat(&obj);
+    let plan = plan::build(&app.catalog, &route, &needs, &[ModelType::Chat])?;
+    Ok((obj, plan))
 }

@@ -88,6 +88,10 @@ impl AnthropicProvider {
         &self.http.name
     }
 
+    pub(crate) fn http(&self) -> &HttpUpstream {
+        &self.http
+    }
+
     /// The `anthropic-beta` header: the config's values, then the caller's (fast path only).
     fn beta_header(&self, client: &[&str]) -> Option<HeaderMap> {
         let mut all = self.beta.clone();
@@ -106,14 +110,14 @@ impl AnthropicProvider {
     async fn send(
         &self,
         path: &str,
-        mut body: Map<String, Value>,
+        body: &mut Map<String, Value>,
         upstream_model: &str,
         client_beta: &[&str],
     ) -> Result<(reqwest::Response, Instant, bool)> {
         let deadline = self.http.deadline();
         body.insert("model".into(), Value::String(upstream_model.to_string()));
         let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        let bytes = serde_json::to_vec(&body).map_err(|e| Error::internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(&*body).map_err(|e| Error::internal(e.to_string()))?;
         let resp = self
             .http
             .post(path, bytes, self.beta_header(client_beta), deadline)
@@ -128,7 +132,7 @@ impl AnthropicProvider {
     pub async fn forward(
         &self,
         path: &str,
-        body: Map<String, Value>,
+        body: &mut Map<String, Value>,
         upstream_model: &str,
         client_beta: &[&str],
     ) -> Result<Raw> {
@@ -154,7 +158,7 @@ impl AnthropicProvider {
     ) -> Result<Value> {
         body.remove("stream");
         match self
-            .forward("messages/count_tokens", body, upstream_model, client_beta)
+            .forward("messages/count_tokens", &mut body, upstream_model, client_beta)
             .await?
         {
             Raw::Full(v) if v.get("input_tokens").is_some_and(Value::is_u64) => Ok(v),
@@ -173,11 +177,11 @@ impl AnthropicProvider {
         upstream_model: &str,
     ) -> Result<(ChatOutput, Vec<String>)> {
         let (wire, warnings) = MessagesRequest::from_canonical(req)?;
-        let body = match serde_json::to_value(&wire) {
+        let mut body = match serde_json::to_value(&wire) {
             Ok(Value::Object(m)) => m,
             _ => return Err(Error::internal("could not encode the upstream request")),
         };
-        let (resp, deadline, stream) = self.send("messages", body, upstream_model, &[]).await?;
+        let (resp, deadline, stream) = self.send("messages", &mut body, upstream_model, &[]).await?;
         let name = self.http.name.clone();
         let created = now_secs();
         let out = if stream {

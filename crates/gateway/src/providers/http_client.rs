@@ -79,6 +79,20 @@ impl HttpUpstream {
         Err(upstream_error(&self.name, resp, deadline).await)
     }
 
+    /// An active health check: `GET path`. Reachable and not a 5xx is healthy (a server without the
+    /// route still answers, so 404 counts as up).
+    pub async fn probe(&self, path: &str, timeout: Duration) -> std::result::Result<(), String> {
+        let req = self.client.get(self.url(path)).headers(self.headers.clone());
+        match tokio::time::timeout(timeout, req.send()).await {
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Ok(Err(e)) => Err(transport_error(&self.name, &e).message),
+            Ok(Ok(resp)) if resp.status().is_server_error() => {
+                Err(format!("answered HTTP {}", resp.status().as_u16()))
+            }
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
     /// Reads a whole success body, bounded by the deadline.
     pub async fn read_body(&self, resp: reqwest::Response, deadline: Instant) -> Result<Bytes> {
         match tokio::time::timeout_at(deadline, resp.bytes()).await {
@@ -238,6 +252,7 @@ pub(crate) async fn upstream_error(provider: &str, resp: reqwest::Response, dead
         });
     let mut e = Error::new(ErrorKind::Upstream, message);
     e.status = Some(gateway_status(status));
+    e.upstream_status = Some(status.as_u16());
     e.upstream_type = err_obj
         .and_then(|o| o.get("type"))
         .and_then(Value::as_str)

@@ -126,6 +126,18 @@ impl LocalProvider {
         }
     }
 
+    /// Whether a new request would be refused now: every slot busy and the queue full. The router then
+    /// tries this model last, so `auto` moves on to the next tier instead of waiting for a 503.
+    pub fn is_saturated(&self) -> bool {
+        match &self.model {
+            LocalModel::Llm(m) => {
+                let st = m.stats();
+                st.queued as usize >= m.config().queue_capacity
+            }
+            LocalModel::Embed(_) => false,
+        }
+    }
+
     pub fn embedding_dimensions(&self) -> Option<usize> {
         match &self.model {
             LocalModel::Embed(e) => Some(e.dimensions()),

@@ -115,6 +115,15 @@ impl Provider {
         }
     }
 
+    /// An active health check (remote providers only): `GET models` under the API root.
+    pub async fn probe(&self, timeout: Duration) -> Option<std::result::Result<(), String>> {
+        match self {
+            Provider::OpenAi(p) => Some(p.http().probe("models", timeout).await),
+            Provider::Anthropic(p) => Some(p.http().probe("models", timeout).await),
+            Provider::Local(_) => None,
+        }
+    }
+
     /// The canonical path. Returns the answer and what could not be carried to this upstream.
     pub async fn chat(&self, req: &ChatRequest, upstream_model: &str) -> Result<(ChatOutput, Vec<String>)> {
         match self {

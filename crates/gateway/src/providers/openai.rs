@@ -36,6 +36,10 @@ impl OpenAiProvider {
         &self.http.name
     }
 
+    pub(crate) fn http(&self) -> &HttpUpstream {
+        &self.http
+    }
+
     /// Sends a JSON body and returns the response once its status is a success.
     pub async fn post(&self, path: &str, body: Vec<u8>, deadline: Instant) -> Result<reqwest::Response> {
         self.http.post(path, body, None, deadline).await
@@ -51,7 +55,7 @@ impl OpenAiProvider {
     pub async fn forward(
         &self,
         path: &str,
-        mut body: Map<String, Value>,
+        body: &mut Map<String, Value>,
         upstream_model: &str,
     ) -> Result<Raw> {
         let deadline = self.http.deadline();
@@ -69,7 +73,7 @@ impl OpenAiProvider {
                 o.insert("include_usage".into(), Value::Bool(true));
             }
         }
-        let bytes = serde_json::to_vec(&body).map_err(|e| Error::internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(&*body).map_err(|e| Error::internal(e.to_string()))?;
         let resp = self.post(path, bytes, deadline).await?;
         if stream {
             let name = self.http.name.clone();
@@ -99,7 +103,10 @@ impl OpenAiProvider {
             }
         }
         let name = self.http.name.clone();
-        let out = match self.forward("chat/completions", body, upstream_model).await? {
+        let out = match self
+            .forward("chat/completions", &mut body, upstream_model)
+            .await?
+        {
             Raw::Full(v) => {
                 let resp: ChatCompletion =
                     serde_json::from_value(v).map_err(|e| not_a_completion(&name, &e))?;

@@ -1039,6 +1039,11 @@ pub struct ChunkEncoder {
 
 impl ChunkEncoder {
     /// `model` is the public name the client asked for; it replaces whatever the provider says.
+    /// The model name every chunk carries.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
     pub fn new(model: impl Into<String>, include_usage: bool) -> ChunkEncoder {
         ChunkEncoder {
             id: String::new(),
