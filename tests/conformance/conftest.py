@@ -168,6 +168,14 @@ def standard_config(
         lines.append(f'master_key = "{key}"')
     lines += [
         "",
+        "# The spine's own answers to each upstream failure; routing is tested in test_routing.py.",
+        "[routing]",
+        "max_attempts = 1",
+        "health_check_interval_ms = 0",
+        "[routing.breaker]",
+        "failures = 1000000",
+        "min_requests = 1000000",
+        "",
         "[providers.mock]",
         'kind = "openai"',
         f'base_url = "{upstream_url}/v1"',

@@ -23,6 +23,14 @@ max_body_bytes = 65536
 [auth]
 master_key = "{KEY}"
 
+# The surface's own answers to each upstream failure; routing has its own suite (tests/routing.rs).
+[routing]
+max_attempts = 1
+health_check_interval_ms = 0
+[routing.breaker]
+failures = 1000000
+min_requests = 1000000
+
 [providers.an]
 kind = "anthropic"
 base_url = "{upstream}"
@@ -718,11 +726,20 @@ async fn upstream_errors_map_to_anthropic_types_and_statuses() {
         .await;
     assert_eq!(status, 503, "{resp}");
     assert!(resp["error"]["message"].is_string());
-    let (status, h, _) = gw
+    // The 429 banned its deployment until its Retry-After: the gateway answers for the upstream, in
+    // the caller's dialect, with the time left.
+    let (status, h, resp) = gw
         .chat(&json!({"model": "claude-429", "messages": [{"role": "user", "content": "x"}]}))
         .await;
-    assert_eq!(status, 429);
-    assert_eq!(h["retry-after"], "7");
+    assert_eq!(status, 429, "{resp}");
+    let left: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=7).contains(&left), "{left}");
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mock: injected error status")
+    );
 }
 
 fn names(events: &[(String, Value)]) -> Vec<&str> {

@@ -315,7 +315,8 @@ async fn call(inn: In, body: &Value) -> Answer {
 }
 
 /// Replaces the mock's per-request sequence numbers (`msg_mock12`, `toolu_mock12_0`,
-/// `EqMockSignature12AAAA`) with `#` and timestamps with 0, so goldens do not depend on test order.
+/// `EqMockSignature12AAAA`) with `#` and timestamps and timings with 0, so goldens do not depend on test
+/// order or speed.
 fn normalize(v: &Value) -> Value {
     fn text(s: &str) -> String {
         let mut out = String::with_capacity(s.len());
@@ -343,7 +344,11 @@ fn normalize(v: &Value) -> Value {
         Value::Object(o) => Value::Object(
             o.iter()
                 .map(|(k, v)| {
-                    let v = if k == "created" && v.is_number() {
+                    let volatile = matches!(
+                        k.as_str(),
+                        "created" | "latency_ms" | "ttft_ms" | "throughput_tps"
+                    );
+                    let v = if volatile && v.is_number() {
                         json!(0)
                     } else {
                         normalize(v)

@@ -75,6 +75,15 @@ max_body_bytes = 65536
 [auth]
 master_key = "{KEY}"
 
+# These suites test the spine's own answers to each upstream failure; routing (retries, the breaker,
+# health checks) has its own suite, tests/routing.rs.
+[routing]
+max_attempts = 1
+health_check_interval_ms = 0
+[routing.breaker]
+failures = 1000000
+min_requests = 1000000
+
 [providers.mock]
 kind = "openai"
 base_url = "{upstream}/v1"
