@@ -149,136 +149,75 @@ pub struct DeploymentConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Consecutive failures that open the circuit.
-    #[serde(default = "default_breaker_failures")]
     pub failures: u32,
     /// Failure ratio in the window that opens the circuit (with at least `min_requests`).
-    #[serde(default = "default_breaker_ratio")]
     pub error_ratio: f64,
-    #[serde(default = "default_breaker_min")]
     pub min_requests: u32,
-    #[serde(default = "default_breaker_window")]
     pub window_ms: u64,
     /// How long an open circuit stays open before one probe is let through.
-    #[serde(default = "default_breaker_cooldown")]
     pub cooldown_ms: u64,
     /// How long a deployment is banned after its credentials are refused (401/403).
-    #[serde(default = "default_auth_ban")]
     pub auth_ban_ms: u64,
     /// How long a 429 bans a deployment when the upstream sends no `Retry-After`.
-    #[serde(default = "default_rate_ban")]
     pub rate_limit_ban_ms: u64,
 }
 
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
-            failures: default_breaker_failures(),
-            error_ratio: default_breaker_ratio(),
-            min_requests: default_breaker_min(),
-            window_ms: default_breaker_window(),
-            cooldown_ms: default_breaker_cooldown(),
-            auth_ban_ms: default_auth_ban(),
-            rate_limit_ban_ms: default_rate_ban(),
+            failures: 5,
+            error_ratio: 0.5,
+            min_requests: 20,
+            window_ms: 60_000,
+            cooldown_ms: 30_000,
+            auth_ban_ms: 600_000,
+            rate_limit_ban_ms: 5_000,
         }
     }
 }
 
-fn default_breaker_failures() -> u32 {
-    5
-}
-fn default_breaker_ratio() -> f64 {
-    0.5
-}
-fn default_breaker_min() -> u32 {
-    20
-}
-fn default_breaker_window() -> u64 {
-    60_000
-}
-fn default_breaker_cooldown() -> u64 {
-    30_000
-}
-fn default_auth_ban() -> u64 {
-    600_000
-}
-fn default_rate_ban() -> u64 {
-    5_000
-}
-
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// The order `model: "auto"` walks.
-    #[serde(default = "default_tier_order")]
     pub tier_order: Vec<Tier>,
     /// Total deadline for all attempts of one request, until its answer starts.
-    #[serde(default = "default_routing_timeout")]
     pub timeout_ms: u64,
-    #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Longest wait for one attempt's first byte before the next deployment is tried (default: none
     /// beyond the deadline).
-    #[serde(default)]
     pub first_byte_timeout_ms: Option<u64>,
     /// First retry backoff; it doubles per retry, with jitter.
-    #[serde(default = "default_backoff")]
     pub backoff_ms: u64,
     /// Longest wait before a retry (a `Retry-After` beyond it is answered to the client instead).
-    #[serde(default = "default_max_backoff")]
     pub max_backoff_ms: u64,
     /// The strategy of `model: "auto"` within a tier.
-    #[serde(default)]
     pub auto_strategy: StrategyName,
     /// Whether JSON answers and the last stream chunk carry `routing_metadata`.
-    #[serde(default = "default_true")]
     pub metadata_in_body: bool,
     /// Active health checks of remote providers; 0 turns them off.
-    #[serde(default = "default_health_interval")]
     pub health_check_interval_ms: u64,
-    #[serde(default)]
     pub breaker: BreakerConfig,
 }
 
 impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
-            tier_order: default_tier_order(),
-            timeout_ms: default_routing_timeout(),
-            max_attempts: default_max_attempts(),
+            tier_order: vec![Tier::Local, Tier::Cli, Tier::Cloud],
+            timeout_ms: 600_000,
+            max_attempts: 3,
             first_byte_timeout_ms: None,
-            backoff_ms: default_backoff(),
-            max_backoff_ms: default_max_backoff(),
+            backoff_ms: 100,
+            max_backoff_ms: 2_000,
             auto_strategy: StrategyName::default(),
             metadata_in_body: true,
-            health_check_interval_ms: default_health_interval(),
+            health_check_interval_ms: 30_000,
             breaker: BreakerConfig::default(),
         }
     }
-}
-
-fn default_tier_order() -> Vec<Tier> {
-    vec![Tier::Local, Tier::Cli, Tier::Cloud]
-}
-fn default_routing_timeout() -> u64 {
-    600_000
-}
-fn default_max_attempts() -> u32 {
-    3
-}
-fn default_backoff() -> u64 {
-    100
-}
-fn default_max_backoff() -> u64 {
-    2_000
-}
-fn default_true() -> bool {
-    true
-}
-fn default_health_interval() -> u64 {
-    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use super::openai::{answer_model, routing_headers};
 use super::response::{Dialect, anthropic_error_body, error_response, json_body, sse_response};
 use super::shared::{
-    Routing, Settle, answer, candidate_headers, collect, cost_header, first_item, labelled, read_chat_request,
+    Settle, answer, candidate_headers, collect, cost_header, first_item, labelled, read_chat_request, walk,
 };
 use super::{App, RequestId};
 use crate::config::ModelType;
@@ -136,24 +136,12 @@ async fn messages_inner(
     } else {
         None
     };
-    let mut routing = Routing::new(app, &plan, headers);
-    let (started, served) = loop {
-        let Some(attempt) = routing.next().await else {
-            return Err(routing.into_error());
-        };
-        match attempt
-            .within(attempt_messages(
-                &attempt.candidate,
-                &mut obj,
-                canonical.as_ref(),
-                &betas,
-            ))
-            .await
-        {
-            Ok(v) => break (v, routing.answered(attempt)),
-            Err(e) => routing.failed(e)?,
-        }
-    };
+    let (started, served) = walk!(app, &plan, headers, |cand| attempt_messages(
+        cand,
+        &mut obj,
+        canonical.as_ref(),
+        &betas
+    ));
     let model = answer_model(model_out, &served);
     // Local ids are synthetic (`chatcmpl-…`): answer with a message id of our own.
     let own_id = matches!(served.dep().provider, Provider::Local(_));

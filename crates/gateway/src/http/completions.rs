@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::openai::{Settle, answer_model, openai_error_frame, relay_raw, routing_headers};
 use super::response::{Dialect, json_body, sse_response};
-use super::shared::{Routing, answer, cost_header, first_item};
+use super::shared::{answer, cost_header, first_item, walk};
 use super::{App, RequestId, read_body};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
@@ -102,17 +102,9 @@ async fn complete(
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let fallback_id = format!("cmpl-{}", rid.0.trim_start_matches("req_"));
     let knobs = completion_knobs(&obj, model_out);
-    let mut routing = Routing::new(app, &plan, headers);
-    let (started, served) = loop {
-        let Some(attempt) = routing.next().await else {
-            return Err(routing.into_error());
-        };
-        let fut = attempt_completion(&attempt.candidate, &mut obj, &knobs, &prompts);
-        match attempt.within(fut).await {
-            Ok(v) => break (v, routing.answered(attempt)),
-            Err(e) => routing.failed(e)?,
-        }
-    };
+    let (started, served) = walk!(app, &plan, headers, |cand| attempt_completion(
+        cand, &mut obj, &knobs, &prompts
+    ));
     let model = answer_model(model_out, &served);
     let settle = Settle::new(app, model_out, served);
     match started {
@@ -524,19 +516,9 @@ async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut Strin
     let req = wire_c::embeddings_request(&obj)?;
     let needs = Needs::of_input(&obj, "input");
     let plan = plan::build(&app.catalog, &route_req, &needs, &[ModelType::Embedding])?;
-    let mut routing = Routing::new(app, &plan, headers);
-    let (out, served) = loop {
-        let Some(attempt) = routing.next().await else {
-            return Err(routing.into_error());
-        };
-        match attempt
-            .within(attempt_embedding(&attempt.candidate, &mut obj, &req))
-            .await
-        {
-            Ok(v) => break (v, routing.answered(attempt)),
-            Err(e) => routing.failed(e)?,
-        }
-    };
+    let (out, served) = walk!(app, &plan, headers, |cand| attempt_embedding(
+        cand, &mut obj, &req
+    ));
     let model = answer_model(model_out, &served);
     let mut settle = Settle::new(app, model_out, served);
     settle.token();

@@ -20,8 +20,8 @@ use protocol::sse;
 use serde_json::{Map, Value, json};
 
 use super::response::{Dialect, error_body, error_response, json_body, sse_response};
-use super::shared::{Routing, answer, first_item, read_chat_request};
 pub(crate) use super::shared::{Served, Settle, collect, cost_header, labelled, served_by};
+use super::shared::{answer, first_item, read_chat_request, walk};
 use super::{App, RequestId};
 use crate::error::{Error, Result};
 use crate::providers::{ChatOutput, EventStream, Provider, Raw};
@@ -109,19 +109,11 @@ async fn chat(
     } else {
         None
     };
-    let mut routing = Routing::new(app, &plan, headers);
-    let (started, served) = loop {
-        let Some(attempt) = routing.next().await else {
-            return Err(routing.into_error());
-        };
-        match attempt
-            .within(attempt_chat(&attempt.candidate, &mut obj, canonical.as_ref()))
-            .await
-        {
-            Ok(v) => break (v, routing.answered(attempt)),
-            Err(e) => routing.failed(e)?,
-        }
-    };
+    let (started, served) = walk!(app, &plan, headers, |cand| attempt_chat(
+        cand,
+        &mut obj,
+        canonical.as_ref()
+    ));
     let model = answer_model(model_out, &served);
     let mut settle = Settle::new(app, model_out, served);
 

@@ -53,21 +53,31 @@ pub(crate) fn deadline(app: &App, headers: &HeaderMap) -> tokio::time::Instant {
 }
 
 /// Walks a plan, one [`Attempt`] at a time; a failure moves on by the rules of
-/// [`crate::router::exec`]. A handler loops:
-///
-/// ```ignore
-/// let mut routing = Routing::new(app, &plan, headers);
-/// let (value, served) = loop {
-///     let Some(attempt) = routing.next().await else { return Err(routing.into_error()) };
-///     match attempt.within(try_it(&attempt.candidate)).await {
-///         Ok(v) => break (v, routing.answered(attempt)),
-///         Err(e) => routing.failed(e)?,
-///     }
-/// };
-/// ```
+/// [`crate::router::exec`]. Handlers use it through [`walk!`].
 pub(crate) struct Routing<'a> {
     run: Attempts<'a>,
 }
+
+/// Runs attempts of a plan until one answers: `walk!(app, &plan, headers, |cand| attempt_future)`
+/// evaluates to `(what the attempt returned, Served)`, or returns the error to answer from the
+/// enclosing function. (A macro, not a function taking a closure: the attempt borrows the request
+/// body mutably, which an async closure cannot lend to a `Send` future.)
+macro_rules! walk {
+    ($app:expr, $plan:expr, $headers:expr, |$cand:ident| $attempt:expr) => {{
+        let mut routing = $crate::http::shared::Routing::new($app, $plan, $headers);
+        loop {
+            let Some(attempt) = routing.next().await else {
+                return Err(routing.into_error());
+            };
+            let $cand = &attempt.candidate;
+            match attempt.within($attempt).await {
+                Ok(v) => break (v, routing.answered(attempt)),
+                Err(e) => routing.failed(e)?,
+            }
+        }
+    }};
+}
+pub(crate) use walk;
 
 /// One attempt: its candidate, counted in flight from now, with its first byte due by `deadline`.
 pub(crate) struct Attempt {
