@@ -142,13 +142,15 @@ pub async fn load_local_models(
 
 /// Builds the shared state from a config, loading its local models.
 pub async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
+    // The recorder first: deployments register their counters as they are built.
+    let metrics = crate::telemetry::prometheus();
     let local = load_local_models(local_decls(config), Config::home_dir(), &config.routing).await?;
     let catalog = Catalog::build(config, local).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Arc::new(App {
         catalog,
         auth: Auth::new(config.auth.master_key(), config.auth.required()),
         max_body_bytes: config.server.max_body_bytes,
-        metrics: crate::telemetry::prometheus(),
+        metrics,
     }))
 }
 

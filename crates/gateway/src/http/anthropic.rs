@@ -180,14 +180,14 @@ async fn messages_inner(
         cost_header(&mut resp, &settle);
         resp
     };
-    resp.headers_mut().extend(headers);
+    headers.apply(&mut resp);
     Ok(resp)
 }
 
 /// An Anthropic usage object → canonical.
 fn usage_of(v: &Value) -> Option<c::Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
-    serde_json::from_value::<wire::Usage>(u.clone())
+    <wire::Usage as serde::Deserialize>::deserialize(u)
         .ok()
         .map(|u| u.to_canonical())
 }
@@ -222,7 +222,7 @@ fn relay_raw(raw: Raw, model: &str, fallback_id: String, mut settle: Settle) -> 
         }
         Raw::Stream(events) => sse_response(relay_events(events, model.to_string(), fallback_id, settle)),
     };
-    resp.headers_mut().extend(headers);
+    headers.apply(&mut resp);
     Ok(resp)
 }
 

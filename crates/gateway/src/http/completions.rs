@@ -22,8 +22,8 @@ use protocol::sse;
 use serde_json::{Map, Value, json};
 
 use super::openai::{Settle, answer_model, openai_error_frame, relay_raw, routing_headers};
-use super::response::{Dialect, json_body, sse_response};
-use super::shared::{answer, cost_header, first_item, walk};
+use super::response::{Dialect, sse_response};
+use super::shared::{answer, first_item, json_with_metadata, walk};
 use super::{App, RequestId, read_body};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
@@ -87,11 +87,10 @@ async fn complete(
         model_out.clone_from(m);
     }
     let prompts = wire_c::completion_request(&obj)?;
-    let needs = Needs::of_input(&obj, "prompt");
     let plan = plan::build(
         &app.catalog,
         &route_req,
-        &needs,
+        || Needs::of_input(&obj, "prompt"),
         &[ModelType::Completion, ModelType::Chat],
     )?;
     let include_usage = obj
@@ -117,7 +116,7 @@ async fn complete(
             } else {
                 enc.collect(events).await?
             };
-            resp.headers_mut().extend(headers);
+            headers.apply(&mut resp);
             Ok(resp)
         }
     }
@@ -377,7 +376,7 @@ impl CompletionEncoder {
                                 obj["usage"] = enc.usage_json();
                             }
                             if enc.settle.in_body {
-                                obj["routing_metadata"] = enc.settle.metadata();
+                                obj["routing_metadata"] = enc.settle.metadata_value();
                             }
                             pending.push_back(sse::data_frame(obj.to_string().as_bytes()));
                         }
@@ -415,12 +414,7 @@ impl CompletionEncoder {
             .collect();
         let mut obj = self.object(out);
         obj["usage"] = self.usage_json();
-        if self.settle.in_body {
-            obj["routing_metadata"] = self.settle.metadata();
-        }
-        let mut resp = json_body(&obj);
-        cost_header(&mut resp, &self.settle);
-        Ok(resp)
+        Ok(json_with_metadata(&obj, &self.settle))
     }
 }
 
@@ -514,8 +508,12 @@ async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut Strin
         model_out.clone_from(m);
     }
     let req = wire_c::embeddings_request(&obj)?;
-    let needs = Needs::of_input(&obj, "input");
-    let plan = plan::build(&app.catalog, &route_req, &needs, &[ModelType::Embedding])?;
+    let plan = plan::build(
+        &app.catalog,
+        &route_req,
+        || Needs::of_input(&obj, "input"),
+        &[ModelType::Embedding],
+    )?;
     let (out, served) = walk!(app, &plan, headers, |cand| attempt_embedding(
         cand, &mut obj, &req
     ));
@@ -523,7 +521,7 @@ async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut Strin
     let mut settle = Settle::new(app, model_out, served);
     settle.token();
     let headers = routing_headers(&settle, &[]);
-    let mut body = match out {
+    let body = match out {
         Embedded::Upstream(mut v) => {
             v["model"] = Value::String(model);
             if let Some(t) = v
@@ -556,11 +554,7 @@ async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut Strin
             })
         }
     };
-    if settle.in_body {
-        body["routing_metadata"] = settle.metadata();
-    }
-    let mut resp = json_body(&body);
-    resp.headers_mut().extend(headers);
-    cost_header(&mut resp, &settle);
+    let mut resp = json_with_metadata(&body, &settle);
+    headers.apply(&mut resp);
     Ok(resp)
 }

@@ -20,7 +20,7 @@ use protocol::sse;
 use serde_json::{Map, Value, json};
 
 use super::response::{Dialect, error_body, error_response, json_body, sse_response};
-pub(crate) use super::shared::{Served, Settle, collect, cost_header, labelled, served_by};
+pub(crate) use super::shared::{RoutingHeaders, Served, Settle, collect, json_with_metadata, labelled};
 use super::shared::{answer, first_item, read_chat_request, walk};
 use super::{App, RequestId};
 use crate::error::{Error, Result};
@@ -136,7 +136,7 @@ async fn chat(
             include_usage,
             settle,
         ));
-        resp.headers_mut().extend(headers);
+        headers.apply(&mut resp);
         return Ok(resp);
     }
     let mut response = match output {
@@ -155,20 +155,14 @@ async fn chat(
     if !warnings.is_empty() {
         wire.extra.insert("warnings".into(), json!(warnings));
     }
-    if settle.in_body {
-        wire.extra.insert("routing_metadata".into(), settle.metadata());
-    }
-    let mut resp = json_body(&wire);
-    resp.headers_mut().extend(routing_headers(&settle, &warnings));
-    cost_header(&mut resp, &settle);
+    let mut resp = json_with_metadata(&wire, &settle);
+    routing_headers(&settle, &warnings).apply(&mut resp);
     Ok(resp)
 }
 
-/// The routing headers of an answer, as a map to extend a response's headers with.
-pub(crate) fn routing_headers(settle: &Settle, warnings: &[String]) -> HeaderMap {
-    let mut r = Response::new(Body::empty());
-    served_by(&mut r, settle.served(), warnings);
-    std::mem::take(r.headers_mut())
+/// The routing headers of an answer, to apply to its response.
+pub(crate) fn routing_headers(settle: &Settle, warnings: &[String]) -> RoutingHeaders {
+    RoutingHeaders::of(settle.served(), warnings)
 }
 
 pub(crate) fn openai_error_frame(e: &Error) -> Bytes {
@@ -212,12 +206,7 @@ pub(crate) fn relay_raw(
             if let Some(u) = usage_of(&v) {
                 settle.usage(u);
             }
-            if settle.in_body {
-                v["routing_metadata"] = settle.metadata();
-            }
-            let mut resp = json_body(&v);
-            cost_header(&mut resp, &settle);
-            resp
+            json_with_metadata(&v, &settle)
         }
         Raw::Stream(chunks) => sse_response(relay_chunks(
             chunks,
@@ -227,7 +216,7 @@ pub(crate) fn relay_raw(
             settle,
         )),
     };
-    resp.headers_mut().extend(headers);
+    headers.apply(&mut resp);
     Ok(resp)
 }
 
@@ -242,13 +231,13 @@ fn metadata_chunk(id: &Value, model: &Value, created: &Value, settle: &Settle) -
         "created": created,
         "model": model,
         "choices": [],
-        "routing_metadata": settle.metadata(),
+        "routing_metadata": settle.metadata_value(),
     }))
 }
 
 fn usage_of(v: &Value) -> Option<c::Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
-    serde_json::from_value::<WireUsage>(u.clone())
+    <WireUsage as serde::Deserialize>::deserialize(u)
         .ok()
         .map(|u| u.to_canonical())
 }
@@ -324,7 +313,7 @@ fn relay_chunks(
                     match st.held.take() {
                         Some(mut last) => {
                             if st.settle.in_body {
-                                last["routing_metadata"] = st.settle.metadata();
+                                last["routing_metadata"] = st.settle.metadata_value();
                             }
                             st.pending.extend(chunk_frame(&last));
                         }
@@ -440,7 +429,8 @@ pub(crate) fn encode_events(
                     st.done = true;
                     let mut held = std::mem::take(&mut st.held);
                     if let Some(last) = held.last_mut() {
-                        last.extra.insert("routing_metadata".into(), st.settle.metadata());
+                        last.extra
+                            .insert("routing_metadata".into(), st.settle.metadata_value());
                     } else if st.include_usage {
                         let id = Value::String(st.id.clone().unwrap_or_else(|| st.fallback_id.clone()));
                         let model = Value::String(st.encoder.model().to_string());

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue};
 use protocol::WireError;
 use protocol::canonical::{self as c, StreamAccumulator};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::response::{Dialect, ModelLabel, error_response};
 use super::{App, read_body};
@@ -158,6 +158,64 @@ pub(crate) async fn first_item<T: Send + 'static>(
     }
 }
 
+/// `routing_metadata`, serialized straight from the request's own state.
+#[derive(serde::Serialize)]
+pub(crate) struct Metadata<'a> {
+    provider: &'a str,
+    provider_model_id: &'a str,
+    model_canonical: &'a str,
+    deployment: &'a str,
+    tier: &'static str,
+    routing_strategy: &'static str,
+    attempts: &'a [AttemptRecord],
+    ttft_ms: Option<u64>,
+    throughput_tps: Option<f64>,
+    cost: Cost,
+}
+
+#[derive(serde::Serialize)]
+struct Cost {
+    usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price_known: Option<bool>,
+}
+
+/// A JSON answer with `routing_metadata` added as its last key (when the switch is on), written into
+/// the serialized body rather than through a `Value`.
+pub(crate) fn json_with_metadata(v: &impl serde::Serialize, settle: &Settle) -> Response {
+    let mut bytes = match serde_json::to_vec(v) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("could not encode a response: {e}");
+            return super::response::error_response(
+                super::Dialect::OpenAi,
+                &Error::internal("could not encode the response"),
+            );
+        }
+    };
+    if settle.in_body && bytes.last() == Some(&b'}') {
+        bytes.pop();
+        if bytes.len() > 1 {
+            bytes.push(b',');
+        }
+        bytes.extend_from_slice(b"\"routing_metadata\":");
+        if serde_json::to_writer(&mut bytes, &settle.metadata()).is_err() {
+            bytes.extend_from_slice(b"null");
+        }
+        bytes.push(b'}');
+    }
+    let mut resp = (
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response();
+    cost_header(&mut resp, settle);
+    resp
+}
+
 /// Usage and timing of one call, recorded when the response ends — or when the client goes away, so a
 /// disconnect never loses what was already spent. It also feeds the deployment's measurements (time to
 /// first token, tokens per second) and renders `routing_metadata`.
@@ -242,24 +300,30 @@ impl Settle {
     }
 
     /// `routing_metadata`: what served the request, how it was chosen, what it took and cost.
-    pub(crate) fn metadata(&self) -> Value {
+    pub(crate) fn metadata(&self) -> Metadata<'_> {
         let dep = self.served.dep();
-        let mut cost = json!({"usd": self.cost().map(|c| (c * 1e9).round() / 1e9)});
-        if dep.price.is_none() {
-            cost["price_known"] = json!(false);
+        Metadata {
+            provider: dep.provider.name(),
+            provider_model_id: &dep.upstream_model,
+            model_canonical: &self.served.candidate.entry.public_name,
+            deployment: &dep.id,
+            tier: dep.tier.as_str(),
+            routing_strategy: self.served.strategy,
+            attempts: &self.served.attempts,
+            ttft_ms: self
+                .first_token
+                .map(|t| t.duration_since(self.served.attempt_start).as_millis() as u64),
+            throughput_tps: self.tps().map(|t| (t * 10.0).round() / 10.0),
+            cost: Cost {
+                usd: self.cost().map(|c| (c * 1e9).round() / 1e9),
+                price_known: dep.price.is_none().then_some(false),
+            },
         }
-        json!({
-            "provider": dep.provider.name(),
-            "provider_model_id": dep.upstream_model,
-            "model_canonical": self.served.candidate.entry.public_name,
-            "deployment": dep.id,
-            "tier": dep.tier.as_str(),
-            "routing_strategy": self.served.strategy,
-            "attempts": self.served.attempts.iter().map(AttemptRecord::to_json).collect::<Vec<_>>(),
-            "ttft_ms": self.first_token.map(|t| t.duration_since(self.served.attempt_start).as_millis() as u64),
-            "throughput_tps": self.tps().map(|t| (t * 10.0).round() / 10.0),
-            "cost": cost,
-        })
+    }
+
+    /// The metadata as a JSON value (for the rare places that need one: the last chunk of a stream).
+    pub(crate) fn metadata_value(&self) -> Value {
+        serde_json::to_value(self.metadata()).unwrap_or(Value::Null)
     }
 
     pub(crate) fn served(&self) -> &Served {
@@ -304,37 +368,62 @@ pub(crate) fn labelled(mut resp: Response, model: &str) -> Response {
     resp
 }
 
-/// The routing headers every routed answer carries.
-pub(crate) fn served_by(resp: &mut Response, served: &Served, warnings: &[String]) {
-    let dep = served.dep();
-    let h = resp.headers_mut();
-    for (name, value) in [
-        ("x-switchyard-provider", dep.provider.name()),
-        ("x-switchyard-upstream-model", dep.upstream_model.as_str()),
-        ("x-switchyard-model", served.candidate.entry.public_name.as_str()),
-        ("x-switchyard-tier", dep.tier.as_str()),
-        ("x-switchyard-routing-strategy", served.strategy),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
+/// The routing headers every routed answer carries, taken before the settlement moves into a stream
+/// (values made once per deployment, so this is a few reference-count increments).
+pub(crate) struct RoutingHeaders {
+    provider: HeaderValue,
+    upstream_model: HeaderValue,
+    model: HeaderValue,
+    tier: HeaderValue,
+    strategy: &'static str,
+    attempts: usize,
+    warnings: Option<HeaderValue>,
+}
+
+impl RoutingHeaders {
+    pub(crate) fn of(served: &Served, warnings: &[String]) -> RoutingHeaders {
+        let dep = served.dep();
+        let warnings = (!warnings.is_empty())
+            .then(|| {
+                // Header values are visible ASCII: anything else is shown as `?`.
+                let text: String = warnings
+                    .join("; ")
+                    .chars()
+                    .map(|ch| {
+                        if ch == ' ' || ch.is_ascii_graphic() {
+                            ch
+                        } else {
+                            '?'
+                        }
+                    })
+                    .collect();
+                HeaderValue::from_str(&text).ok()
+            })
+            .flatten();
+        RoutingHeaders {
+            provider: dep.header_values.provider.clone(),
+            upstream_model: dep.header_values.upstream_model.clone(),
+            model: served.candidate.entry.name_header.clone(),
+            tier: dep.header_values.tier.clone(),
+            strategy: served.strategy,
+            attempts: served.attempts.len(),
+            warnings,
         }
     }
-    h.insert("x-switchyard-attempts", HeaderValue::from(served.attempts.len()));
-    if !warnings.is_empty() {
-        // Header values are visible ASCII: anything else is shown as `?`.
-        let text: String = warnings
-            .join("; ")
-            .chars()
-            .map(|ch| {
-                if ch == ' ' || ch.is_ascii_graphic() {
-                    ch
-                } else {
-                    '?'
-                }
-            })
-            .collect();
-        if let Ok(v) = HeaderValue::from_str(&text) {
-            h.insert("x-switchyard-warnings", v);
+
+    pub(crate) fn apply(self, resp: &mut Response) {
+        let h = resp.headers_mut();
+        h.insert("x-switchyard-provider", self.provider);
+        h.insert("x-switchyard-upstream-model", self.upstream_model);
+        h.insert("x-switchyard-model", self.model);
+        h.insert("x-switchyard-tier", self.tier);
+        h.insert(
+            "x-switchyard-routing-strategy",
+            HeaderValue::from_static(self.strategy),
+        );
+        h.insert("x-switchyard-attempts", HeaderValue::from(self.attempts));
+        if let Some(w) = self.warnings {
+            h.insert("x-switchyard-warnings", w);
         }
     }
 }
@@ -388,7 +477,6 @@ pub(crate) async fn read_chat_request(
         model_out.clone_from(m);
     }
     validate(&obj)?;
-    let needs = Needs::of_chat(&obj);
-    let plan = plan::build(&app.catalog, &route, &needs, &[ModelType::Chat])?;
+    let plan = plan::build(&app.catalog, &route, || Needs::of_chat(&obj), &[ModelType::Chat])?;
     Ok((obj, plan))
 }

@@ -11,40 +11,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::Deployment;
 use super::plan::{Candidate, Plan, unavailable};
 use crate::config::RoutingConfig;
 use crate::error::{Error, ErrorKind};
-use crate::telemetry;
 
 /// One attempt, as `routing_metadata.attempts` shows it.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
-    pub deployment: String,
-    pub provider: String,
-    pub model: String,
-    /// The HTTP status the attempt got (ours for transport failures: 502, 504).
+    pub dep: Arc<Deployment>,
+    /// The HTTP status the attempt got (the upstream's own; ours for transport failures: 502, 504).
     pub status: u16,
     pub error: Option<String>,
     pub latency_ms: u64,
 }
 
-impl AttemptRecord {
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "deployment": self.deployment,
-            "provider": self.provider,
-            "model": self.model,
-            "status": self.status,
-            "latency_ms": self.latency_ms,
-        });
+impl serde::Serialize for AttemptRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("deployment", &self.dep.id)?;
+        m.serialize_entry("provider", self.dep.provider.name())?;
+        m.serialize_entry("model", &self.dep.upstream_model)?;
+        m.serialize_entry("status", &self.status)?;
+        m.serialize_entry("latency_ms", &self.latency_ms)?;
         if let Some(e) = &self.error {
-            v["error"] = json!(e);
+            m.serialize_entry("error", e)?;
         }
-        v
+        m.end()
     }
 }
 
@@ -219,9 +215,7 @@ impl<'a> Attempts<'a> {
         let (i, started) = self.current.take()?;
         let c = &self.plan.candidates[i];
         self.log.push(AttemptRecord {
-            deployment: c.dep.id.clone(),
-            provider: c.dep.provider.name().to_string(),
-            model: c.dep.upstream_model.clone(),
+            dep: c.dep.clone(),
             status,
             error,
             latency_ms: started.elapsed().as_millis() as u64,
@@ -233,8 +227,7 @@ impl<'a> Attempts<'a> {
     pub fn succeeded(&mut self) {
         if let Some(dep) = self.record(200, None) {
             dep.health.success(std::time::Instant::now());
-            metrics::counter!(telemetry::ATTEMPTS, "deployment" => dep.id.clone(), "outcome" => "ok")
-                .increment(1);
+            dep.counters.ok.increment(1);
         }
     }
 
@@ -246,13 +239,11 @@ impl<'a> Attempts<'a> {
         let Some(dep) = self.record(status, Some(e.message.clone())) else {
             return Err(e);
         };
-        let outcome = match v {
-            Verdict::Stop => "rejected",
-            Verdict::Busy => "busy",
-            _ => "failed",
-        };
-        metrics::counter!(telemetry::ATTEMPTS, "deployment" => dep.id.clone(), "outcome" => outcome)
-            .increment(1);
+        match v {
+            Verdict::Stop => dep.counters.rejected.increment(1),
+            Verdict::Busy => dep.counters.busy.increment(1),
+            _ => dep.counters.failed.increment(1),
+        }
         match v {
             Verdict::Stop => {
                 dep.health.release_probe();

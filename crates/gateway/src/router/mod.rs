@@ -10,6 +10,7 @@ pub mod strategy;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use parking_lot::Mutex;
 
 use crate::config::{Config, DeploymentConfig, LOCAL_PROVIDER, ModelType, RoutingConfig, StrategyName, Tier};
@@ -45,6 +46,42 @@ pub struct Deployment {
     pub supports: Supports,
     pub max_parallel: Option<u32>,
     pub health: Health,
+    /// Header values of every answer it serves, made once.
+    pub header_values: DeploymentHeaders,
+    pub(crate) counters: AttemptCounters,
+}
+
+#[derive(Debug)]
+pub struct DeploymentHeaders {
+    pub provider: HeaderValue,
+    pub upstream_model: HeaderValue,
+    pub tier: HeaderValue,
+}
+
+/// `switchyard_upstream_attempts_total` for one deployment, registered once (the metrics layer would
+/// otherwise hash its labels on every request).
+#[derive(Debug)]
+pub(crate) struct AttemptCounters {
+    pub ok: metrics::Counter,
+    pub failed: metrics::Counter,
+    pub rejected: metrics::Counter,
+    pub busy: metrics::Counter,
+}
+
+impl AttemptCounters {
+    fn new(id: &str) -> AttemptCounters {
+        let c = |outcome: &'static str| metrics::counter!(crate::telemetry::ATTEMPTS, "deployment" => id.to_string(), "outcome" => outcome);
+        AttemptCounters {
+            ok: c("ok"),
+            failed: c("failed"),
+            rejected: c("rejected"),
+            busy: c("busy"),
+        }
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("?"))
 }
 
 impl Deployment {
@@ -56,8 +93,15 @@ impl Deployment {
         probe: Arc<Probe>,
     ) -> Deployment {
         let local = matches!(provider, Provider::Local(_));
+        let id = format!("{}/{}", provider.name(), upstream_model);
         Deployment {
-            id: format!("{}/{}", provider.name(), upstream_model),
+            header_values: DeploymentHeaders {
+                provider: header_value(provider.name()),
+                upstream_model: header_value(&upstream_model),
+                tier: HeaderValue::from_static(tier.as_str()),
+            },
+            counters: AttemptCounters::new(&id),
+            id,
             price: if local {
                 Some(Price::FREE)
             } else {
@@ -88,6 +132,7 @@ impl Deployment {
 #[derive(Debug)]
 pub struct ModelEntry {
     pub public_name: String,
+    pub name_header: HeaderValue,
     pub kind: ModelType,
     pub context_length: Option<u32>,
     pub deployments: Vec<Arc<Deployment>>,
@@ -104,6 +149,7 @@ impl ModelEntry {
     pub fn new(public_name: String, kind: ModelType, deployments: Vec<Arc<Deployment>>) -> ModelEntry {
         let n = deployments.len();
         ModelEntry {
+            name_header: header_value(&public_name),
             public_name,
             kind,
             context_length: None,

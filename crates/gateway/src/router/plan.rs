@@ -397,7 +397,14 @@ impl Removed {
     }
 }
 
-pub fn build(catalog: &Catalog, req: &RouteRequest, needs: &Needs, kinds: &[ModelType]) -> Result<Plan> {
+/// `needs` is only asked for when the plan has a choice to make (a plain request to a model with one
+/// deployment skips it).
+pub fn build(
+    catalog: &Catalog,
+    req: &RouteRequest,
+    needs: impl FnOnce() -> Needs,
+    kinds: &[ModelType],
+) -> Result<Plan> {
     let kind = kinds.first().copied().unwrap_or_default();
     let routing = &catalog.routing;
     let now = Instant::now();
@@ -415,10 +422,8 @@ pub fn build(catalog: &Catalog, req: &RouteRequest, needs: &Needs, kinds: &[Mode
             if !kinds.contains(&entry.kind) {
                 return Err(wrong_kind(entry, kind, param));
             }
+            // Its health is checked when the attempt claims it.
             let dep = entry.deployments[0].clone();
-            if let Err(u) = dep.health.check(now, false) {
-                return Err(unavailable(&requested, &[(dep.id.clone(), u)]));
-            }
             return Ok(Plan {
                 candidates: vec![Candidate {
                     entry: entry.clone(),
@@ -431,6 +436,7 @@ pub fn build(catalog: &Catalog, req: &RouteRequest, needs: &Needs, kinds: &[Mode
         }
     }
 
+    let needs = &needs();
     // Resolve names; `auto` expands to every model that takes part.
     let mut auto = false;
     let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
