@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use protocol::WireError;
 use protocol::canonical::{self as c, StreamAccumulator};
 use serde_json::{Map, Value};
@@ -412,18 +412,23 @@ impl RoutingHeaders {
     }
 
     pub(crate) fn apply(self, resp: &mut Response) {
+        const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
+        const UPSTREAM_MODEL: HeaderName = HeaderName::from_static("x-switchyard-upstream-model");
+        const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
+        const TIER: HeaderName = HeaderName::from_static("x-switchyard-tier");
+        const STRATEGY: HeaderName = HeaderName::from_static("x-switchyard-routing-strategy");
+        const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+        const WARNINGS: HeaderName = HeaderName::from_static("x-switchyard-warnings");
         let h = resp.headers_mut();
-        h.insert("x-switchyard-provider", self.provider);
-        h.insert("x-switchyard-upstream-model", self.upstream_model);
-        h.insert("x-switchyard-model", self.model);
-        h.insert("x-switchyard-tier", self.tier);
-        h.insert(
-            "x-switchyard-routing-strategy",
-            HeaderValue::from_static(self.strategy),
-        );
-        h.insert("x-switchyard-attempts", HeaderValue::from(self.attempts));
+        h.reserve(8);
+        h.insert(PROVIDER, self.provider);
+        h.insert(UPSTREAM_MODEL, self.upstream_model);
+        h.insert(MODEL, self.model);
+        h.insert(TIER, self.tier);
+        h.insert(STRATEGY, HeaderValue::from_static(self.strategy));
+        h.insert(ATTEMPTS, HeaderValue::from(self.attempts));
         if let Some(w) = self.warnings {
-            h.insert("x-switchyard-warnings", w);
+            h.insert(WARNINGS, w);
         }
     }
 }
