@@ -270,7 +270,8 @@ def test_refusals_and_errors(client):
     assert e.value.body["param"] == "n"
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="sdk-an-429", messages=[{"role": "user", "content": "x"}])
-    assert e.value.response.headers["retry-after"] == "7"
+    # 7 from the upstream, or the seconds left of the ban its 429 put on the deployment.
+    assert 1 <= int(e.value.response.headers["retry-after"]) <= 7
     with pytest.raises(openai.InternalServerError) as e:
         client.chat.completions.create(model="sdk-an-529", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 503

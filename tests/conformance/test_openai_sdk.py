@@ -208,7 +208,8 @@ def test_upstream_429_raises_rate_limit_error(client):
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="gpt-429", messages=[{"role": "user", "content": "hi"}])
     assert e.value.status_code == 429
-    assert e.value.response.headers.get("retry-after") == "7"
+    # 7 from the upstream, or the seconds left of the ban its 429 put on the deployment.
+    assert 1 <= int(e.value.response.headers["retry-after"]) <= 7
     assert "429" in e.value.message
 
 

@@ -148,6 +148,7 @@ pub async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
     let catalog = Catalog::build(config, local).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Arc::new(App {
         catalog,
+        cors: Arc::new(crate::http::cors::Cors::new(&config.server.cors_origins)),
         auth: Auth::new(config.auth.master_key(), config.auth.required()),
         max_body_bytes: config.server.max_body_bytes,
         metrics,

@@ -217,3 +217,80 @@ async fn in_flight_counts_an_open_stream() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn cors_answers_preflights_and_marks_answers_for_listed_origins_only() {
+    let mock = mock_upstream::MockServer::start().await.unwrap();
+    let cfg = common::standard_config(&mock.base_url()).replace(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\ncors_origins = [\"https://app.example.com\"]",
+    );
+    let gw = Gateway::start(&cfg).await;
+    // A preflight needs no key: browsers send none.
+    let r = gw
+        .client
+        .request(reqwest::Method::OPTIONS, gw.url("/v1/chat/completions"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert_eq!(h["access-control-allow-headers"], "authorization, content-type");
+    // Another origin gets no grant.
+    let r = gw
+        .client
+        .request(reqwest::Method::OPTIONS, gw.url("/v1/chat/completions"))
+        .header("origin", "https://evil.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // The call itself carries the grant and exposes the gateway's headers; errors too.
+    let (st, h, _) = send(
+        gw.post("/v1/chat/completions")
+            .header("origin", "https://app.example.com")
+            .json(&common::chat_body("gpt-mock", "hi")),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert!(
+        h["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-request-id")
+    );
+    let (st, h, _) = send(
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .header("origin", "https://app.example.com")
+            .json(&common::chat_body("gpt-mock", "hi")),
+    )
+    .await;
+    assert_eq!(st, 401);
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    // Off by default: no CORS headers, and OPTIONS is just a method the route does not take.
+    let (_, plain) = Gateway::with_mock().await;
+    let r = plain
+        .client
+        .request(reqwest::Method::OPTIONS, plain.url("/v1/chat/completions"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}

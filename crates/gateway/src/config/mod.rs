@@ -230,6 +230,9 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests and streams to finish.
     #[serde(default = "default_grace")]
     pub shutdown_grace_ms: u64,
+    /// Origins browsers may call from (`"*"` for any); empty turns CORS off.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -238,6 +241,7 @@ impl Default for ServerConfig {
             address: default_address(),
             max_body_bytes: default_max_body(),
             shutdown_grace_ms: default_grace(),
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod anthropic;
 pub mod completions;
+pub mod cors;
 pub mod health;
 pub mod openai;
 pub mod response;
@@ -32,6 +33,7 @@ pub use response::{Dialect, ModelLabel, error_response};
 /// Everything a handler needs, shared by all requests.
 pub struct App {
     pub catalog: Catalog,
+    pub cors: Arc<cors::Cors>,
     pub auth: Auth,
     pub max_body_bytes: usize,
     pub metrics: Option<PrometheusHandle>,
@@ -71,6 +73,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(app.cors.clone(), cors::layer))
         .with_state(app);
     // Normalise the path before routing, so `/api/openai/v1/…` and `/v1/v1/…` reach the same handler.
     Router::new().fallback_service(tower::util::MapRequestLayer::new(normalize_request).layer(inner))
