@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Instructions the gateway executes per non-streaming chat request, counted by callgrind: stable on a
+# busy machine, unlike requests/second. Runs `switchyard serve` under valgrind against mock-upstream,
+# sends N keep-alive requests, then 0, and prints (I(N) - I(0)) / N for each binary given.
+#
+#   bench/instructions.sh [N] [SWITCHYARD_BINARY ...]     (default: N=1000, this checkout's release build)
+#
+# Compare two builds in one run: bench/instructions.sh 1000 /path/to/old/switchyard target/release/switchyard
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-1000}
+shift || true
+command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
+target="${CARGO_TARGET_DIR:-target}"
+if [ $# -eq 0 ]; then
+  cargo build --release --locked -p switchyard -p mock-upstream >&2
+  set -- "$target/release/switchyard"
+elif [ ! -x "$target/release/mock-upstream" ]; then
+  cargo build --release --locked -p mock-upstream >&2
+fi
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+"$target/release/mock-upstream" --listen 127.0.0.1:0 > "$tmp/mock.out" 2>&1 &
+until grep -q listening "$tmp/mock.out" 2>/dev/null; do sleep 0.1; done
+mock=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/mock.out" | head -1)
+cat > "$tmp/config.toml" <<TOML
+[server]
+address = "127.0.0.1:0"
+[auth]
+master_key = "sk-bench"
+[routing]
+health_check_interval_ms = 0
+[providers.mock]
+kind = "openai"
+base_url = "$mock/v1"
+[models.bench]
+provider = "mock"
+model = "mock-ok"
+TOML
+# Instructions of one gateway run that serves $2 requests.
+count() {
+  SWITCHYARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$1" serve \
+    --config "$tmp/config.toml" > "$tmp/gw.out" 2> "$tmp/vg.err" &
+  local pid=$!
+  until grep -q listening "$tmp/gw.out" 2>/dev/null; do sleep 0.2; done
+  local url; url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/gw.out" | head -1)
+  python3 - "$url" "$2" <<'PY'
+import http.client, json, sys, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1]); n = int(sys.argv[2])
+c = http.client.HTTPConnection(u.hostname, u.port)
+body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello from the benchmark"}]})
+for _ in range(n):
+    c.request("POST", "/v1/chat/completions", body, {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
+  kill -INT "$pid"; wait "$pid" || true
+  awk '/^(summary|totals):/ {print $2; exit}' "$tmp/cg.out"
+}
+for bin in "$@"; do
+  base=$(count "$bin" 0)
+  full=$(count "$bin" "$n")
+  printf '%-60s %9d instructions per request\n' "$bin" $(( (full - base) / n ))
+done
