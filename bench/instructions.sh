@@ -5,6 +5,7 @@
 #
 #   bench/instructions.sh [N] [SWITCHYARD_BINARY ...]     (default: N=1000, this checkout's release build)
 #
+# The config is the same for every binary (older builds must parse it too).
 # Compare two builds in one run: bench/instructions.sh 1000 /path/to/old/switchyard target/release/switchyard
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +29,6 @@ cat > "$tmp/config.toml" <<TOML
 address = "127.0.0.1:0"
 [auth]
 master_key = "sk-bench"
-[routing]
-health_check_interval_ms = 0
 [providers.mock]
 kind = "openai"
 base_url = "$mock/v1"
@@ -42,7 +41,10 @@ count() {
   SWITCHYARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$1" serve \
     --config "$tmp/config.toml" > "$tmp/gw.out" 2> "$tmp/vg.err" &
   local pid=$!
-  until grep -q listening "$tmp/gw.out" 2>/dev/null; do sleep 0.2; done
+  until grep -q listening "$tmp/gw.out" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { grep -v '^==' "$tmp/vg.err" >&2; exit 1; }
+    sleep 0.2
+  done
   local url; url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/gw.out" | head -1)
   python3 - "$url" "$2" <<'PY'
 import http.client, json, sys, urllib.parse

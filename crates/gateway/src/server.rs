@@ -149,6 +149,7 @@ pub async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
     Ok(Arc::new(App {
         catalog,
         cors: Arc::new(crate::http::cors::Cors::new(&config.server.cors_origins)),
+        limits: crate::limits::Limits::new(&config.limits),
         auth: Auth::new(config.auth.master_key(), config.auth.required()),
         max_body_bytes: config.server.max_body_bytes,
         metrics,

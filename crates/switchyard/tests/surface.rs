@@ -294,3 +294,50 @@ async fn cors_answers_preflights_and_marks_answers_for_listed_origins_only() {
     assert_eq!(r.status(), 405);
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn global_limits_admit_up_to_the_limit_and_say_so_in_headers() {
+    let mock = mock_upstream::MockServer::start().await.unwrap();
+    let cfg = common::standard_config(&mock.base_url())
+        + "\n[limits]\nmax_requests_per_minute = 3\nmax_tokens_per_minute = 400\n";
+    let gw = Gateway::start(&cfg).await;
+    for left in [2, 1, 0] {
+        let (st, h, body) = gw.chat(&chat_body("gpt-mock", "hi")).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(h["x-ratelimit-limit-requests"], "3");
+        assert_eq!(h["x-ratelimit-remaining-requests"], left.to_string().as_str());
+        assert_eq!(h["x-ratelimit-limit-tokens"], "400");
+        assert!(h["x-ratelimit-reset-requests"].to_str().unwrap().ends_with('s'));
+    }
+    let (st, h, body) = gw.chat(&chat_body("gpt-mock", "hi")).await;
+    assert_eq!(st, 429, "{body}");
+    assert_envelope(&body, "rate_limit_error", None);
+    assert_eq!(body["error"]["code"], json!("rate_limit_requests"));
+    assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    // The upstream never saw the refused request.
+    assert_eq!(mock.state.count("POST /v1/chat/completions"), 3);
+    // In the Anthropic dialect, the same refusal.
+    let (st, _, body) = send(gw.post("/v1/messages").json(&json!({
+        "model": "gpt-mock", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]
+    })))
+    .await;
+    assert_eq!(st, 429);
+    assert_eq!(body["error"]["type"], json!("rate_limit_error"), "{body}");
+
+    // Tokens: a request that asks for more output than the minute has left is refused up front.
+    let gw = Gateway::start(
+        &(common::standard_config(&mock.base_url()) + "\n[limits]\nmax_tokens_per_minute = 300\n"),
+    )
+    .await;
+    let mut big = chat_body("gpt-mock", "hi");
+    big["max_tokens"] = json!(250);
+    let (st, _, body) = gw.chat(&big).await;
+    assert_eq!(st, 200, "{body}");
+    // Its reservation settled to the real (small) usage, so the next one fits too.
+    let (st, _, body) = gw.chat(&big).await;
+    assert_eq!(st, 200, "{body}");
+    big["max_tokens"] = json!(1000);
+    let (st, _, body) = gw.chat(&big).await;
+    assert_eq!(st, 429, "{body}");
+    assert_eq!(body["error"]["code"], json!("rate_limit_tokens"));
+}

@@ -29,6 +29,8 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     #[serde(default)]
     pub routing: RoutingConfig,
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// Where a deployment runs, in the order `model: "auto"` walks by default.

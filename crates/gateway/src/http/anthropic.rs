@@ -33,14 +33,15 @@ use serde_json::{Value, json};
 use super::openai::{answer_model, routing_headers};
 use super::response::{Dialect, anthropic_error_body, error_response, json_body, sse_response};
 use super::shared::{
-    Settle, answer, candidate_headers, collect, cost_header, first_item, labelled, read_chat_request, walk,
+    Settle, admit, answer, candidate_headers, collect, cost_header, first_item, labelled, read_chat_request,
+    walk,
 };
 use super::{App, RequestId};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
 use crate::providers::{ChatOutput, EventStream, Provider, Raw};
 use crate::router::ModelEntry;
-use crate::router::plan::Candidate;
+use crate::router::plan::{Candidate, Needs};
 
 /// The header that says how `count_tokens` counted: `exact` (the upstream's own count, or the local
 /// model's tokenizer over its chat template) or `estimate` (OpenAI-compatible upstreams have no count
@@ -118,6 +119,7 @@ async fn messages_inner(
 ) -> Result<Response> {
     let (mut obj, plan) =
         read_chat_request(app, headers, body, validate::messages_request, model_out).await?;
+    let admission = admit(app, || Needs::of_chat(&obj))?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let fallback_id = fallback_id(rid);
     let betas = client_betas(headers);
@@ -145,7 +147,7 @@ async fn messages_inner(
     let model = answer_model(model_out, &served);
     // Local ids are synthetic (`chatcmpl-…`): answer with a message id of our own.
     let own_id = matches!(served.dep().provider, Provider::Local(_));
-    let mut settle = Settle::new(app, model_out, served);
+    let mut settle = Settle::new(app, model_out, served, admission);
     let (output, warnings) = match started {
         Started::Raw(raw) => return relay_raw(raw, &model, fallback_id, settle),
         Started::Canonical(o, w) => (o, w),

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::openai::{Settle, answer_model, openai_error_frame, relay_raw, routing_headers};
 use super::response::{Dialect, sse_response};
-use super::shared::{answer, first_item, json_with_metadata, walk};
+use super::shared::{admit, answer, first_item, json_with_metadata, walk};
 use super::{App, RequestId, read_body};
 use crate::config::ModelType;
 use crate::error::{Error, Result};
@@ -93,6 +93,7 @@ async fn complete(
         || Needs::of_input(&obj, "prompt"),
         &[ModelType::Completion, ModelType::Chat],
     )?;
+    let admission = admit(app, || Needs::of_input(&obj, "prompt"))?;
     let include_usage = obj
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
@@ -105,7 +106,7 @@ async fn complete(
         cand, &mut obj, &knobs, &prompts
     ));
     let model = answer_model(model_out, &served);
-    let settle = Settle::new(app, model_out, served);
+    let settle = Settle::new(app, model_out, served, admission);
     match started {
         Started::Raw(raw) => relay_raw(raw, &model, fallback_id, include_usage, settle),
         Started::Local(events) => {
@@ -514,11 +515,12 @@ async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut Strin
         || Needs::of_input(&obj, "input"),
         &[ModelType::Embedding],
     )?;
+    let admission = admit(app, || Needs::of_input(&obj, "input"))?;
     let (out, served) = walk!(app, &plan, headers, |cand| attempt_embedding(
         cand, &mut obj, &req
     ));
     let model = answer_model(model_out, &served);
-    let mut settle = Settle::new(app, model_out, served);
+    let mut settle = Settle::new(app, model_out, served, admission);
     settle.token();
     let headers = routing_headers(&settle, &[]);
     let body = match out {

@@ -34,6 +34,7 @@ pub use response::{Dialect, ModelLabel, error_response};
 pub struct App {
     pub catalog: Catalog,
     pub cors: Arc<cors::Cors>,
+    pub limits: Arc<crate::limits::Limits>,
     pub auth: Auth,
     pub max_body_bytes: usize,
     pub metrics: Option<PrometheusHandle>,

@@ -21,12 +21,12 @@ use serde_json::{Map, Value, json};
 
 use super::response::{Dialect, error_body, error_response, json_body, sse_response};
 pub(crate) use super::shared::{RoutingHeaders, Served, Settle, collect, json_with_metadata, labelled};
-use super::shared::{answer, first_item, read_chat_request, walk};
+use super::shared::{admit, answer, first_item, read_chat_request, walk};
 use super::{App, RequestId};
 use crate::error::{Error, Result};
 use crate::providers::{ChatOutput, EventStream, Provider, Raw};
 use crate::router::ModelEntry;
-use crate::router::plan::Candidate;
+use crate::router::plan::{Candidate, Needs};
 
 pub async fn chat_completions(
     State(app): State<Arc<App>>,
@@ -91,6 +91,7 @@ async fn chat(
     model_out: &mut String,
 ) -> Result<Response> {
     let (mut obj, plan) = read_chat_request(app, headers, body, validate::chat_request, model_out).await?;
+    let admission = admit(app, || Needs::of_chat(&obj))?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = obj
         .get("stream_options")
@@ -115,7 +116,7 @@ async fn chat(
         canonical.as_ref()
     ));
     let model = answer_model(model_out, &served);
-    let mut settle = Settle::new(app, model_out, served);
+    let mut settle = Settle::new(app, model_out, served, admission);
 
     let (output, warnings) = match started {
         Started::Raw(raw) => return relay_raw(raw, &model, fallback_id, include_usage, settle),
@@ -162,7 +163,7 @@ async fn chat(
 
 /// The routing headers of an answer, to apply to its response.
 pub(crate) fn routing_headers(settle: &Settle, warnings: &[String]) -> RoutingHeaders {
-    RoutingHeaders::of(settle.served(), warnings)
+    RoutingHeaders::of(settle.served(), warnings).with_rate(settle.admission())
 }
 
 pub(crate) fn openai_error_frame(e: &Error) -> Bytes {

@@ -18,6 +18,7 @@ use super::{App, read_body};
 use crate::config::ModelType;
 use crate::error::ErrorKind;
 use crate::error::{Error, Result};
+use crate::limits::Admission;
 use crate::providers::EventStream;
 use crate::router::exec::{AttemptRecord, Attempts};
 use crate::router::plan::{self, Candidate, Needs, Plan, RouteRequest};
@@ -228,11 +229,13 @@ pub(crate) struct Settle {
     streamed: bool,
     served: Served,
     pub(crate) in_body: bool,
+    admission: Option<Admission>,
 }
 
 impl Settle {
-    pub(crate) fn new(app: &App, model: &str, served: Served) -> Settle {
+    pub(crate) fn new(app: &App, model: &str, served: Served, admission: Option<Admission>) -> Settle {
         Settle {
+            admission,
             model: model.to_string(),
             provider: served.dep().provider.name().to_string(),
             start: Instant::now(),
@@ -326,6 +329,10 @@ impl Settle {
         serde_json::to_value(self.metadata()).unwrap_or(Value::Null)
     }
 
+    pub(crate) fn admission(&self) -> Option<&Admission> {
+        self.admission.as_ref()
+    }
+
     pub(crate) fn served(&self) -> &Served {
         &self.served
     }
@@ -333,6 +340,13 @@ impl Settle {
 
 impl Drop for Settle {
     fn drop(&mut self) {
+        if let Some(a) = self.admission.take() {
+            // The reservation becomes what was really spent (all of it, if usage never came).
+            let spent = self
+                .usage
+                .map_or(a.reserved(), |u| u.input_tokens + u.output_tokens);
+            a.settle(spent);
+        }
         if let Some(u) = self.usage {
             let labels = |dir: &'static str| {
                 [
@@ -378,6 +392,7 @@ pub(crate) struct RoutingHeaders {
     strategy: &'static str,
     attempts: usize,
     warnings: Option<HeaderValue>,
+    rate: Option<HeaderMap>,
 }
 
 impl RoutingHeaders {
@@ -408,7 +423,18 @@ impl RoutingHeaders {
             strategy: served.strategy,
             attempts: served.attempts.len(),
             warnings,
+            rate: None,
         }
+    }
+
+    /// Adds the `x-ratelimit-*` headers of the request's admission.
+    pub(crate) fn with_rate(mut self, admission: Option<&Admission>) -> RoutingHeaders {
+        if let Some(a) = admission {
+            let mut h = HeaderMap::new();
+            a.apply(&mut h);
+            self.rate = Some(h);
+        }
+        self
     }
 
     pub(crate) fn apply(self, resp: &mut Response) {
@@ -429,6 +455,9 @@ impl RoutingHeaders {
         h.insert(ATTEMPTS, HeaderValue::from(self.attempts));
         if let Some(w) = self.warnings {
             h.insert(WARNINGS, w);
+        }
+        if let Some(rate) = self.rate {
+            h.extend(rate);
         }
     }
 }
@@ -484,4 +513,14 @@ pub(crate) async fn read_chat_request(
     validate(&obj)?;
     let plan = plan::build(&app.catalog, &route, || Needs::of_chat(&obj), &[ModelType::Chat])?;
     Ok((obj, plan))
+}
+
+/// `[limits]`: admits a request expected to spend these tokens (prompt estimate plus its output
+/// allowance), or refuses it with 429. `None` when no limit is configured.
+pub(crate) fn admit(app: &App, needs: impl FnOnce() -> Needs) -> Result<Option<Admission>> {
+    if !app.limits.enabled() {
+        return Ok(None);
+    }
+    let e = needs().estimate;
+    app.limits.admit(e.prompt_tokens + e.output_tokens).map(Some)
 }
