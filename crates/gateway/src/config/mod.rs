@@ -837,6 +837,38 @@ model = "mock-ok"                   # the name sent upstream (default: the publi
     }
 
     #[test]
+    fn deployments_are_checked_like_the_shorthand() {
+        let base = "[providers.a]\nkind = \"openai\"\nbase_url = \"http://x\"\n";
+        let ok = format!(
+            "{base}[models.m]\nstrategy = \"weighted\"\naliases = [\"mm\"]\n[[models.m.deployments]]\nprovider = \"a\"\nmodel = \"x\"\nweight = 3\nprice = {{ input = 1.0, output = 2.0 }}\n"
+        );
+        let c = Config::parse(&ok, "f", &env).unwrap();
+        assert_eq!(c.models["m"].deployment_list().len(), 1);
+        assert_eq!(c.models["m"].strategy, Some(StrategyName::Weighted));
+        let e = err(&format!(
+            "{base}[models.m]\n[[models.m.deployments]]\nprovider = \"b\"\n"
+        ));
+        assert_eq!(e.line, 6);
+        assert!(e.message.contains("`b`"), "{}", e.message);
+        let e = err(&format!(
+            "{base}[models.m]\naliases = [\"auto\"]\nprovider = \"a\"\n"
+        ));
+        assert!(e.message.contains("reserved"), "{}", e.message);
+        let e = err(&format!(
+            "{base}[models.m]\nprovider = \"a\"\n[models.n]\naliases = [\"m\"]\nprovider = \"a\"\n"
+        ));
+        assert!(e.message.contains("used by both"), "{}", e.message);
+        let e = err(&format!("{base}[models.m]\n"));
+        assert!(
+            e.message.contains("neither `provider` nor `deployments`"),
+            "{}",
+            e.message
+        );
+        let e = err("[routing]\nmax_attempts = 0\n");
+        assert!(e.message.contains("max_attempts"), "{}", e.message);
+    }
+
+    #[test]
     fn open_servers_only_on_loopback() {
         let c = Config::parse("[server]\naddress = \"0.0.0.0:8420\"\n", "f", &env).unwrap();
         assert!(c.check_auth_exposure().is_err());
