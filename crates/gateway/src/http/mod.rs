@@ -73,9 +73,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(observe))
-        .layer(middleware::from_fn_with_state(app.cors.clone(), cors::layer))
-        .with_state(app);
+        .layer(middleware::from_fn(observe));
+    // CORS only when configured: an idle layer still costs every request a boxed future.
+    let inner = if app.cors.enabled() {
+        inner.layer(middleware::from_fn_with_state(app.cors.clone(), cors::layer))
+    } else {
+        inner
+    };
+    let inner = inner.with_state(app);
     // Normalise the path before routing, so `/api/openai/v1/…` and `/v1/v1/…` reach the same handler.
     Router::new().fallback_service(tower::util::MapRequestLayer::new(normalize_request).layer(inner))
 }
