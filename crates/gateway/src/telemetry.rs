@@ -12,6 +12,8 @@ pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
 pub const TIME_TO_FIRST_TOKEN: &str = "switchyard_time_to_first_token_seconds";
 pub const ATTEMPTS: &str = "switchyard_upstream_attempts_total";
 pub const COST_MICRO_USD: &str = "switchyard_cost_micro_usd_total";
+pub const DEPLOYMENT_AVAILABLE: &str = "switchyard_deployment_available";
+pub const DEPLOYMENT_IN_FLIGHT: &str = "switchyard_deployment_in_flight";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -71,6 +73,11 @@ fn describe() {
         ATTEMPTS,
         "Upstream attempts, by deployment and outcome (ok, failed, rejected)."
     );
+    metrics::describe_gauge!(
+        DEPLOYMENT_AVAILABLE,
+        "1 when a deployment may be tried now, 0 when its circuit is open, it is banned or failing its health check."
+    );
+    metrics::describe_gauge!(DEPLOYMENT_IN_FLIGHT, "Requests in flight on a deployment.");
     metrics::describe_counter!(
         COST_MICRO_USD,
         "Spend in millionths of a USD, from real usage and the deployment's price, by model and provider."

@@ -261,6 +261,18 @@ impl<G: Unpin + Send + 'static> http_body::Body for Guarded<G> {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    // Deployment gauges are read off live state at scrape time.
+    let now = std::time::Instant::now();
+    for d in app.catalog.deployments() {
+        let available = d.health.check(now, false).is_ok();
+        metrics::gauge!(telemetry::DEPLOYMENT_AVAILABLE, "deployment" => d.id.clone()).set(if available {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!(telemetry::DEPLOYMENT_IN_FLIGHT, "deployment" => d.id.clone())
+            .set(f64::from(d.health.in_flight()));
+    }
     match &app.metrics {
         Some(h) => (
             [(
