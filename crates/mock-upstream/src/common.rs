@@ -96,7 +96,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn check_auth(state: &MockState, dialect: Dialect, headers: &HeaderMap) -> Option<Response> {
     let key = state.require_key()?;
     let ok = match dialect {
-        Dialect::OpenAi => bearer(headers) == Some(key.as_str()),
+        // Azure OpenAI sends its key in `api-key`.
+        Dialect::OpenAi => {
+            bearer(headers) == Some(key.as_str())
+                || headers.get("api-key").and_then(|v| v.to_str().ok()) == Some(key.as_str())
+        }
         Dialect::Anthropic => {
             headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(key.as_str())
                 || bearer(headers) == Some(key.as_str())

@@ -60,6 +60,20 @@ pub fn router(state: MockState) -> Router {
         .route("/_mock/stats", get(stats))
         .route("/_mock/reset", post(reset))
         .route("/_mock/set", post(set_defaults))
+        // Azure OpenAI's deployment paths reach the same handlers.
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(openai::chat_completions),
+        )
+        .route(
+            "/openai/deployments/{deployment}/completions",
+            post(openai::completions),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(openai::embeddings),
+        )
+        .route("/openai/models", get(openai::list_models))
         .nest("/v1", api.clone())
         .merge(api)
         .fallback(fallback)

@@ -527,3 +527,46 @@ async fn a_hundred_concurrent_streams_each_get_their_own_content() {
     assert_eq!(ids.len(), 100, "stream ids must be unique per request");
     assert_eq!(mock.state.count(CHAT), 100);
 }
+
+#[tokio::test]
+async fn azure_deployments_get_their_path_version_and_api_key() {
+    let mock = MockServer::start_with_state(mock_upstream::MockState::with_require_key("az-secret"))
+        .await
+        .unwrap();
+    let cfg = format!(
+        "[server]\naddress = \"127.0.0.1:0\"\n[auth]\nmaster_key = \"{}\"\n\
+         [providers.az]\nkind = \"azure\"\nbase_url = \"{}\"\napi_key = \"az-secret\"\napi_version = \"2024-06-01\"\n\
+         [providers.az_bearer]\nkind = \"azure\"\nbase_url = \"{}\"\napi_key = \"az-secret\"\nbearer = true\n\
+         [models.gpt-az]\nprovider = \"az\"\nmodel = \"my-deployment\"\n\
+         [models.gpt-az-token]\nprovider = \"az_bearer\"\nmodel = \"other-deployment\"\n",
+        common::KEY,
+        mock.base_url(),
+        mock.base_url()
+    );
+    let gw = Gateway::start(&cfg).await;
+    let (st, _, body) = gw.chat(&chat_body("gpt-az", "hello azure")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["model"], json!("gpt-az"));
+    let sent = mock.state.last_request().unwrap();
+    assert_eq!(
+        sent.path,
+        "/openai/deployments/my-deployment/chat/completions?api-version=2024-06-01"
+    );
+    assert_eq!(sent.header("api-key"), Some("az-secret"));
+    assert_eq!(sent.header("authorization"), None);
+    // Streaming takes the same path; a bearer-token provider sends the key as a bearer token.
+    let mut b = chat_body("gpt-az-token", "hello");
+    b["stream"] = json!(true);
+    let (st, _, frames) = gw.chat_stream(&b).await;
+    assert_eq!(st, 200);
+    assert!(!joined_content(&frames).is_empty(), "{frames:?}");
+    let sent = mock.state.last_request().unwrap();
+    assert!(
+        sent.path
+            .starts_with("/openai/deployments/other-deployment/chat/completions?api-version="),
+        "{}",
+        sent.path
+    );
+    assert_eq!(sent.header("authorization"), Some("Bearer az-secret"));
+    assert_eq!(sent.header("api-key"), None);
+}

@@ -287,6 +287,8 @@ pub enum ProviderKind {
     /// Any OpenAI-compatible API (OpenAI, vLLM, llama.cpp server, Ollama, …).
     Openai,
     Anthropic,
+    /// Azure OpenAI: `{base_url}/openai/deployments/{model}/…?api-version=…`, key in `api-key`.
+    Azure,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -319,6 +321,12 @@ pub struct ProviderConfig {
     /// Active health checks for this provider (default: on when `[routing]` has an interval).
     #[serde(default)]
     pub health_check: Option<bool>,
+    /// Azure: the `api-version` query parameter.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Azure: send the key as `Authorization: Bearer` (an Entra ID token) instead of `api-key`.
+    #[serde(default)]
+    pub bearer: bool,
 }
 
 fn default_timeout() -> u64 {

@@ -90,6 +90,12 @@ impl Provider {
         let opts = ProviderOptions::from_config(c);
         match c.kind {
             ProviderKind::Openai => Ok(Provider::OpenAi(Arc::new(OpenAiProvider::new(name, &opts)?))),
+            ProviderKind::Azure => Ok(Provider::OpenAi(Arc::new(OpenAiProvider::azure(
+                name,
+                &opts,
+                c.api_version.as_deref().unwrap_or(openai::AZURE_API_VERSION),
+                c.bearer,
+            )?))),
             ProviderKind::Anthropic => Ok(Provider::Anthropic(Arc::new(AnthropicProvider::new(
                 name,
                 &opts,
@@ -118,7 +124,7 @@ impl Provider {
     /// An active health check (remote providers only): `GET models` under the API root.
     pub async fn probe(&self, timeout: Duration) -> Option<std::result::Result<(), String>> {
         match self {
-            Provider::OpenAi(p) => Some(p.http().probe("models", timeout).await),
+            Provider::OpenAi(p) => Some(p.http().probe(&p.models_path(), timeout).await),
             Provider::Anthropic(p) => Some(p.http().probe("models", timeout).await),
             Provider::Local(_) => None,
         }

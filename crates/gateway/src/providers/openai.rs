@@ -12,9 +12,14 @@ use super::http_client::HttpUpstream;
 use super::{ChatOutput, ChunkStream, EventStream, ProviderOptions, Raw, sse_json_stream, with_deadline};
 use crate::error::{Error, Result};
 
+/// The `api-version` an Azure provider uses when its config names none.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
 #[derive(Debug)]
 pub struct OpenAiProvider {
     http: HttpUpstream,
+    /// Azure OpenAI: the `api-version`; paths become `openai/deployments/{model}/{path}?api-version=…`.
+    azure_api_version: Option<String>,
 }
 
 impl OpenAiProvider {
@@ -29,7 +34,51 @@ impl OpenAiProvider {
         }
         Ok(OpenAiProvider {
             http: HttpUpstream::new(name, opts, headers)?,
+            azure_api_version: None,
         })
+    }
+
+    /// Azure OpenAI: the same wire format, with the deployment in the path, the version in the query,
+    /// and the key in `api-key` (or as a bearer token).
+    pub fn azure(
+        name: &str,
+        opts: &ProviderOptions,
+        api_version: &str,
+        bearer: bool,
+    ) -> Result<OpenAiProvider> {
+        let mut headers = HeaderMap::new();
+        if let Some(key) = opts.api_key.as_deref().filter(|k| !k.is_empty()) {
+            let (header, value) = if bearer {
+                (http::header::AUTHORIZATION, format!("Bearer {key}"))
+            } else {
+                (http::HeaderName::from_static("api-key"), key.to_string())
+            };
+            let mut v = HeaderValue::from_str(&value).map_err(|_| {
+                Error::internal(format!("provider {name}: api_key is not a valid header value"))
+            })?;
+            v.set_sensitive(true);
+            headers.insert(header, v);
+        }
+        Ok(OpenAiProvider {
+            http: HttpUpstream::new(name, opts, headers)?,
+            azure_api_version: Some(api_version.to_string()),
+        })
+    }
+
+    /// The path of an endpoint for a model, relative to the base URL.
+    fn path_for(&self, path: &str, upstream_model: &str) -> String {
+        match &self.azure_api_version {
+            Some(v) => format!("openai/deployments/{upstream_model}/{path}?api-version={v}"),
+            None => path.to_string(),
+        }
+    }
+
+    /// The path the health check reads.
+    pub(crate) fn models_path(&self) -> String {
+        match &self.azure_api_version {
+            Some(v) => format!("openai/models?api-version={v}"),
+            None => "models".to_string(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -74,7 +123,9 @@ impl OpenAiProvider {
             }
         }
         let bytes = serde_json::to_vec(&*body).map_err(|e| Error::internal(e.to_string()))?;
-        let resp = self.post(path, bytes, deadline).await?;
+        let resp = self
+            .post(&self.path_for(path, upstream_model), bytes, deadline)
+            .await?;
         if stream {
             let name = self.http.name.clone();
             let events = sse_json_stream(resp, name.clone());
