@@ -1,23 +1,48 @@
 //! Who is calling. Keys are kept only as SHA-256 hashes and compared in constant time.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, ErrorKind};
+use crate::keys::{KeyRecord, Keys};
 
 /// The caller, once authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
     /// No key was needed (auth is off).
     Anonymous,
     Master,
+    /// An issued key.
+    Key(Arc<KeyRecord>),
+}
+
+impl Principal {
+    /// Whether this caller may administer (keys, usage): the master key, or anyone when auth is off.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::Master | Principal::Anonymous)
+    }
+
+    /// Refuses, with 403, a model this caller's key may not use.
+    pub fn check_model(&self, model: &str) -> Result<(), Error> {
+        match self {
+            Principal::Key(k) if !k.allows(model) => Err(Error::new(
+                ErrorKind::Permission,
+                format!("This API key may not use the model `{model}`."),
+            )
+            .with_code("model_not_allowed")),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Auth {
     master_hash: Option<[u8; 32]>,
     required: bool,
+    keys: Option<Keys>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -54,7 +79,38 @@ impl Auth {
         Auth {
             master_hash: master_key.map(hash),
             required,
+            keys: None,
         }
+    }
+
+    /// Also accepts the keys issued in this store.
+    pub fn with_keys(mut self, keys: Keys) -> Auth {
+        self.keys = Some(keys);
+        self
+    }
+
+    pub fn keys(&self) -> Option<&Keys> {
+        self.keys.as_ref()
+    }
+
+    /// An issued key, if `key` is one: revoked and expired keys are refused.
+    fn issued(&self, key: &str) -> Option<Result<Principal, Error>> {
+        let rec = self.keys.as_ref()?.lookup(key)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Some(if rec.revoked {
+            Err(
+                Error::new(ErrorKind::Authentication, "This API key has been revoked.")
+                    .with_code("revoked_api_key"),
+            )
+        } else if rec.expired(now) {
+            Err(Error::new(ErrorKind::Authentication, "This API key has expired.")
+                .with_code("expired_api_key"))
+        } else {
+            Ok(Principal::Key(rec))
+        })
     }
 
     pub fn required(&self) -> bool {
@@ -66,6 +122,10 @@ impl Auth {
         if !self.required {
             return Ok(match (presented, &self.master_hash) {
                 (Some(k), Some(h)) if bool::from(hash(k).ct_eq(h)) => Principal::Master,
+                (Some(k), _) => match self.issued(k) {
+                    Some(r) => r?,
+                    None => Principal::Anonymous,
+                },
                 _ => Principal::Anonymous,
             });
         }
@@ -76,13 +136,15 @@ impl Auth {
             )
             .with_code("missing_api_key"));
         };
-        match &self.master_hash {
-            Some(h) if bool::from(hash(key).ct_eq(h)) => Ok(Principal::Master),
-            _ => Err(
-                Error::new(ErrorKind::Authentication, "Incorrect API key provided.")
-                    .with_code("invalid_api_key"),
-            ),
+        if let Some(h) = &self.master_hash
+            && bool::from(hash(key).ct_eq(h))
+        {
+            return Ok(Principal::Master);
         }
+        if let Some(r) = self.issued(key) {
+            return r;
+        }
+        Err(Error::new(ErrorKind::Authentication, "Incorrect API key provided.").with_code("invalid_api_key"))
     }
 }
 

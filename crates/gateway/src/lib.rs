@@ -4,6 +4,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod limits;
 pub mod providers;
 pub mod router;

@@ -150,7 +150,11 @@ pub async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
         catalog,
         cors: Arc::new(crate::http::cors::Cors::new(&config.server.cors_origins)),
         limits: crate::limits::Limits::new(&config.limits),
-        auth: Auth::new(config.auth.master_key(), config.auth.required()),
+        auth: Auth::new(config.auth.master_key(), config.auth.required()).with_keys(
+            crate::keys::Keys::open(&Config::home_dir().join("switchyard.db"))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
         max_body_bytes: config.server.max_body_bytes,
         metrics,
     }))
@@ -192,8 +196,19 @@ impl Server {
         });
         let mut task = tokio::spawn(async move { serve.await });
         // Active health checks live as long as the server.
-        let checks = tokio::spawn(async move { app.catalog.health_checks().await });
+        let checks = {
+            let app = app.clone();
+            tokio::spawn(async move { app.catalog.health_checks().await })
+        };
         let _checks = AbortOnDrop(checks);
+        // The key cache follows the store (a revocation by another process shows within a second).
+        let refresh = tokio::spawn(async move {
+            match app.auth.keys() {
+                Some(k) => k.refresh_forever().await,
+                None => std::future::pending().await,
+            }
+        });
+        let _refresh = AbortOnDrop(refresh);
         tokio::select! {
             res = &mut task => return res.context("server task failed")?.context("server failed"),
             () = shutdown => {}

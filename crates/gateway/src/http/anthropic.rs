@@ -37,6 +37,7 @@ use super::shared::{
     walk,
 };
 use super::{App, RequestId};
+use crate::auth::Principal;
 use crate::config::ModelType;
 use crate::error::{Error, Result};
 use crate::providers::{ChatOutput, EventStream, Provider, Raw};
@@ -64,11 +65,12 @@ fn fallback_id(rid: &RequestId) -> String {
 pub async fn messages(
     State(app): State<Arc<App>>,
     Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mut model = String::new();
-    let result = messages_inner(&app, &rid, &headers, body, &mut model).await;
+    let result = messages_inner(&app, &rid, &who, &headers, body, &mut model).await;
     answer(Dialect::Anthropic, &model, result)
 }
 
@@ -113,12 +115,13 @@ async fn attempt_messages(
 async fn messages_inner(
     app: &App,
     rid: &RequestId,
+    who: &Principal,
     headers: &HeaderMap,
     body: Body,
     model_out: &mut String,
 ) -> Result<Response> {
     let (mut obj, plan) =
-        read_chat_request(app, headers, body, validate::messages_request, model_out).await?;
+        read_chat_request(app, who, headers, body, validate::messages_request, model_out).await?;
     let admission = admit(app, || Needs::of_chat(&obj))?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let fallback_id = fallback_id(rid);
@@ -407,15 +410,26 @@ fn encode_events(
 
 // ------------------------------------------------------------------------------------- count_tokens
 
-pub async fn count_tokens(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn count_tokens(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mut model = String::new();
-    let result = count_inner(&app, &headers, body, &mut model).await;
+    let result = count_inner(&app, &who, &headers, body, &mut model).await;
     answer(Dialect::Anthropic, &model, result)
 }
 
-async fn count_inner(app: &App, headers: &HeaderMap, body: Body, model_out: &mut String) -> Result<Response> {
+async fn count_inner(
+    app: &App,
+    who: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+    model_out: &mut String,
+) -> Result<Response> {
     let (obj, plan) =
-        read_chat_request(app, headers, body, validate::count_tokens_request, model_out).await?;
+        read_chat_request(app, who, headers, body, validate::count_tokens_request, model_out).await?;
     // Counting needs no fallback: the first deployment of the plan counts.
     let Some(cand) = plan.candidates.first() else {
         return Err(Error::model_not_found(model_out));

@@ -23,8 +23,9 @@ use serde_json::{Map, Value, json};
 
 use super::openai::{Settle, answer_model, openai_error_frame, relay_raw, routing_headers};
 use super::response::{Dialect, sse_response};
-use super::shared::{admit, answer, first_item, json_with_metadata, walk};
+use super::shared::{admit, answer, check_scope, first_item, json_with_metadata, walk};
 use super::{App, RequestId, read_body};
+use crate::auth::Principal;
 use crate::config::ModelType;
 use crate::error::{Error, Result};
 use crate::providers::{LocalProvider, Provider, Raw};
@@ -33,11 +34,12 @@ use crate::router::plan::{self, Candidate, Needs, RouteRequest};
 pub async fn completions(
     State(app): State<Arc<App>>,
     Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mut model = String::new();
-    let result = complete(&app, &rid, &headers, body, &mut model).await;
+    let result = complete(&app, &rid, &who, &headers, body, &mut model).await;
     answer(Dialect::OpenAi, &model, result)
 }
 
@@ -76,6 +78,7 @@ async fn attempt_completion(
 async fn complete(
     app: &App,
     rid: &RequestId,
+    who: &Principal,
     headers: &HeaderMap,
     body: Body,
     model_out: &mut String,
@@ -86,6 +89,7 @@ async fn complete(
     if let Some((m, _)) = route_req.models.first() {
         model_out.clone_from(m);
     }
+    check_scope(who, &route_req)?;
     let prompts = wire_c::completion_request(&obj)?;
     let plan = plan::build(
         &app.catalog,
@@ -438,11 +442,12 @@ fn merge_legacy(parts: &[Value]) -> Value {
 pub async fn embeddings(
     State(app): State<Arc<App>>,
     Extension(_rid): Extension<RequestId>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mut model = String::new();
-    let result = embed(&app, &headers, body, &mut model).await;
+    let result = embed(&app, &who, &headers, body, &mut model).await;
     answer(Dialect::OpenAi, &model, result)
 }
 
@@ -501,13 +506,20 @@ async fn attempt_embedding(
     }
 }
 
-async fn embed(app: &App, headers: &HeaderMap, body: Body, model_out: &mut String) -> Result<Response> {
+async fn embed(
+    app: &App,
+    who: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+    model_out: &mut String,
+) -> Result<Response> {
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
     let mut obj = wire::parse_object(&bytes)?;
     let route_req = RouteRequest::take(&mut obj)?;
     if let Some((m, _)) = route_req.models.first() {
         model_out.clone_from(m);
     }
+    check_scope(who, &route_req)?;
     let req = wire_c::embeddings_request(&obj)?;
     let plan = plan::build(
         &app.catalog,

@@ -1,5 +1,6 @@
 //! The HTTP surfaces. Handlers are thin: decode, call, encode.
 
+pub mod admin;
 pub mod anthropic;
 pub mod completions;
 pub mod cors;
@@ -66,6 +67,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/anthropic/v1/models", get(anthropic::list_models))
         .route("/anthropic/v1/models/{*id}", get(anthropic::get_model))
         .route("/vhealth", get(health::vhealth))
+        .route("/v1/me", get(admin::me))
+        .route("/admin/keys", post(admin::create).get(admin::list))
+        .route(
+            "/admin/keys/{id}",
+            get(admin::get).patch(admin::patch).delete(admin::delete),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
     let inner = Router::new()
         .merge(api)

@@ -23,6 +23,7 @@ use super::response::{Dialect, error_body, error_response, json_body, sse_respon
 pub(crate) use super::shared::{RoutingHeaders, Served, Settle, collect, json_with_metadata, labelled};
 use super::shared::{admit, answer, first_item, read_chat_request, walk};
 use super::{App, RequestId};
+use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::providers::{ChatOutput, EventStream, Provider, Raw};
 use crate::router::ModelEntry;
@@ -31,11 +32,12 @@ use crate::router::plan::{Candidate, Needs};
 pub async fn chat_completions(
     State(app): State<Arc<App>>,
     Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mut model = String::new();
-    let result = chat(&app, &rid, &headers, body, &mut model).await;
+    let result = chat(&app, &rid, &who, &headers, body, &mut model).await;
     answer(Dialect::OpenAi, &model, result)
 }
 
@@ -86,11 +88,13 @@ pub(crate) fn answer_model(requested: &str, served: &Served) -> String {
 async fn chat(
     app: &App,
     rid: &RequestId,
+    who: &Principal,
     headers: &HeaderMap,
     body: Body,
     model_out: &mut String,
 ) -> Result<Response> {
-    let (mut obj, plan) = read_chat_request(app, headers, body, validate::chat_request, model_out).await?;
+    let (mut obj, plan) =
+        read_chat_request(app, who, headers, body, validate::chat_request, model_out).await?;
     let admission = admit(app, || Needs::of_chat(&obj))?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = obj

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::response::{Dialect, ModelLabel, error_response};
 use super::{App, read_body};
+use crate::auth::Principal;
 use crate::config::ModelType;
 use crate::error::ErrorKind;
 use crate::error::{Error, Result};
@@ -499,6 +500,7 @@ pub(crate) async fn collect(mut s: EventStream) -> Result<c::ChatResponse> {
 /// as it is known, for the metrics label of an error answer too.
 pub(crate) async fn read_chat_request(
     app: &App,
+    who: &Principal,
     headers: &HeaderMap,
     body: Body,
     validate: fn(&Map<String, Value>) -> std::result::Result<(), WireError>,
@@ -510,9 +512,15 @@ pub(crate) async fn read_chat_request(
     if let Some((m, _)) = route.models.first() {
         model_out.clone_from(m);
     }
+    check_scope(who, &route)?;
     validate(&obj)?;
     let plan = plan::build(&app.catalog, &route, || Needs::of_chat(&obj), &[ModelType::Chat])?;
     Ok((obj, plan))
+}
+
+/// A key scoped to some models may name only those (every model of a fallback list included).
+pub(crate) fn check_scope(who: &Principal, route: &RouteRequest) -> Result<()> {
+    route.models.iter().try_for_each(|(m, _)| who.check_model(m))
 }
 
 /// `[limits]`: admits a request expected to spend these tokens (prompt estimate plus its output
