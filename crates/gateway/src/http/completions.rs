@@ -17,19 +17,18 @@ use futures::{Stream, StreamExt};
 use http::HeaderMap;
 use protocol::canonical::{self as c, StreamEvent};
 use protocol::openai::completions::{self as wire_c, Inputs};
-use protocol::openai::{self as wire};
 use protocol::sse;
 use serde_json::{Map, Value, json};
 
 use super::openai::{Settle, answer_model, openai_error_frame, relay_raw, routing_headers};
 use super::response::{Dialect, sse_response};
-use super::shared::{admit, answer, check_scope, first_item, json_with_metadata, walk};
-use super::{App, RequestId, read_body};
+use super::shared::{admit, answer, first_item, json_with_metadata, read_routed, walk};
+use super::{App, RequestId};
 use crate::auth::Principal;
 use crate::config::ModelType;
 use crate::error::{Error, Result};
 use crate::providers::{LocalProvider, Provider, Raw};
-use crate::router::plan::{self, Candidate, Needs, RouteRequest};
+use crate::router::plan::{self, Candidate, Needs};
 
 pub async fn completions(
     State(app): State<Arc<App>>,
@@ -83,13 +82,7 @@ async fn complete(
     body: Body,
     model_out: &mut String,
 ) -> Result<Response> {
-    let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let mut obj = wire::parse_object(&bytes)?;
-    let route_req = RouteRequest::take(&mut obj)?;
-    if let Some((m, _)) = route_req.models.first() {
-        model_out.clone_from(m);
-    }
-    check_scope(who, &route_req)?;
+    let (mut obj, route_req) = read_routed(app, who, headers, body, model_out).await?;
     let prompts = wire_c::completion_request(&obj)?;
     let plan = plan::build(
         &app.catalog,
@@ -513,13 +506,7 @@ async fn embed(
     body: Body,
     model_out: &mut String,
 ) -> Result<Response> {
-    let bytes = read_body(body, headers, app.max_body_bytes).await?;
-    let mut obj = wire::parse_object(&bytes)?;
-    let route_req = RouteRequest::take(&mut obj)?;
-    if let Some((m, _)) = route_req.models.first() {
-        model_out.clone_from(m);
-    }
-    check_scope(who, &route_req)?;
+    let (mut obj, route_req) = read_routed(app, who, headers, body, model_out).await?;
     let req = wire_c::embeddings_request(&obj)?;
     let plan = plan::build(
         &app.catalog,

@@ -506,6 +506,22 @@ pub(crate) async fn read_chat_request(
     validate: fn(&Map<String, Value>) -> std::result::Result<(), WireError>,
     model_out: &mut String,
 ) -> Result<(Map<String, Value>, Plan)> {
+    let (obj, route) = read_routed(app, who, headers, body, model_out).await?;
+    validate(&obj)?;
+    let plan = plan::build(&app.catalog, &route, || Needs::of_chat(&obj), &[ModelType::Chat])?;
+    Ok((obj, plan))
+}
+
+/// A body read (within the body limit) as a JSON object, its routing fields taken out and checked
+/// against the caller's key. `model_out` gets the requested name as soon as it is known, for the
+/// metrics label of an error answer too.
+pub(crate) async fn read_routed(
+    app: &App,
+    who: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+    model_out: &mut String,
+) -> Result<(Map<String, Value>, RouteRequest)> {
     let bytes = read_body(body, headers, app.max_body_bytes).await?;
     let mut obj = protocol::openai::parse_object(&bytes)?;
     let route = RouteRequest::take(&mut obj)?;
@@ -513,9 +529,7 @@ pub(crate) async fn read_chat_request(
         model_out.clone_from(m);
     }
     check_scope(who, &route)?;
-    validate(&obj)?;
-    let plan = plan::build(&app.catalog, &route, || Needs::of_chat(&obj), &[ModelType::Chat])?;
-    Ok((obj, plan))
+    Ok((obj, route))
 }
 
 /// A key scoped to some models may name only those (every model of a fallback list included).
