@@ -27,6 +27,34 @@ if [ "$(cat "$req_stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$req_stamp"
 fi
 
+say "postgres and redis (the shared-state suite)"
+# The servers on this machine when they run (started when installed but stopped); without them the
+# shared-state tests say loudly that they skipped.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if [ -z "${DATABASE_URL:-}" ]; then
+  if ! port_open 5432 && command -v service >/dev/null 2>&1; then
+    service postgresql start >/dev/null 2>&1 || true
+    sleep 2
+  fi
+  if port_open 5432; then
+    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+  fi
+fi
+if [ -z "${REDIS_URL:-}" ]; then
+  if ! port_open 6379 && command -v redis-server >/dev/null 2>&1; then
+    redis-server --daemonize yes --save "" --appendonly no >/dev/null 2>&1 || true
+    sleep 1
+  fi
+  if port_open 6379; then
+    export REDIS_URL="redis://127.0.0.1:6379"
+  fi
+fi
+if [ -n "${DATABASE_URL:-}" ] && [ -n "${REDIS_URL:-}" ]; then
+  echo "DATABASE_URL and REDIS_URL set: the shared-state suite runs"
+else
+  printf '\033[1;33m!!! Postgres or Redis is not reachable: the shared-state suite (tests/shared_state.rs) WILL SKIP\033[0m\n'
+fi
+
 say "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -25,6 +25,14 @@ impl Principal {
         matches!(self, Principal::Master | Principal::Anonymous)
     }
 
+    /// The issued key's id, if the caller used one.
+    pub fn key_id(&self) -> Option<String> {
+        match self {
+            Principal::Key(k) => Some(k.id.clone()),
+            _ => None,
+        }
+    }
+
     /// Refuses, with 403, a model this caller's key may not use.
     pub fn check_model(&self, model: &str) -> Result<(), Error> {
         match self {

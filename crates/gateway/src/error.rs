@@ -38,7 +38,10 @@ pub struct Error {
     pub upstream_type: Option<String>,
     /// For `Upstream`: the status the upstream really sent (before 5xx became 502).
     pub upstream_status: Option<u16>,
-    pub retry_after: Option<Duration>,
+    /// `Retry-After`, in milliseconds (kept small: every `Result` carries this type).
+    retry_after_ms: Option<std::num::NonZeroU64>,
+    /// Headers the answer carries (the budget's, on a 402).
+    pub headers: Option<Box<Vec<(&'static str, String)>>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -53,7 +56,8 @@ impl Error {
             status: None,
             upstream_type: None,
             upstream_status: None,
-            retry_after: None,
+            retry_after_ms: None,
+            headers: None,
         }
     }
 
@@ -91,8 +95,17 @@ impl Error {
     }
 
     pub fn with_retry_after(mut self, d: Duration) -> Error {
-        self.retry_after = Some(d);
+        self.set_retry_after(Some(d));
         self
+    }
+
+    /// How long the caller should wait before retrying, when that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after_ms.map(|ms| Duration::from_millis(ms.get()))
+    }
+
+    pub fn set_retry_after(&mut self, d: Option<Duration>) {
+        self.retry_after_ms = d.and_then(|d| std::num::NonZeroU64::new(d.as_millis().max(1) as u64));
     }
 
     /// The HTTP status this error is answered with.
@@ -103,7 +116,8 @@ impl Error {
             ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
             ErrorKind::Permission => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::RateLimit | ErrorKind::Budget => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimit => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Budget => StatusCode::PAYMENT_REQUIRED,
             ErrorKind::Upstream => self.status.unwrap_or(StatusCode::BAD_GATEWAY),
             ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -163,7 +177,8 @@ impl Error {
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::Permission => "permission_error",
             ErrorKind::NotFound => "not_found_error",
-            ErrorKind::RateLimit | ErrorKind::Budget => "rate_limit_error",
+            ErrorKind::RateLimit => "rate_limit_error",
+            ErrorKind::Budget => "billing_error",
             ErrorKind::Upstream => match self.status().as_u16() {
                 400 | 409 | 422 => "invalid_request_error",
                 401 => "authentication_error",

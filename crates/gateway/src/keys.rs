@@ -4,7 +4,6 @@
 //! another process sharing the database takes effect within a second).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -12,9 +11,10 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::any::AnyRow;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::{Store, db_error};
 
 /// One issued key, without its secret.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -22,6 +22,8 @@ pub struct KeyRecord {
     pub id: String,
     pub name: String,
     pub kind: String,
+    /// The user or team the key belongs to.
+    pub owner: Option<String>,
     /// The first characters of the secret, to recognise it by.
     pub prefix: String,
     #[serde(skip)]
@@ -77,6 +79,7 @@ pub fn glob(pattern: &str, s: &str) -> bool {
 pub struct KeyFields {
     pub name: Option<String>,
     pub kind: Option<String>,
+    pub owner: Option<String>,
     pub models: Option<Vec<String>>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
@@ -123,43 +126,31 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-fn db_error(e: impl std::fmt::Display) -> Error {
-    Error::internal(format!("key store: {e}"))
-}
-
 /// The key store and its cache.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    pool: SqlitePool,
+    store: Store,
     cache: Arc<RwLock<HashMap<String, Arc<KeyRecord>>>>,
+    /// Told when a key changes here, so other replicas reload at once (Redis pub/sub).
+    notify: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 }
 
 impl Keys {
-    /// Opens (creating) the SQLite database at `path`, in WAL mode, and migrates it.
-    pub async fn open(path: &Path) -> Result<Keys> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(db_error)?;
-        }
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(db_error)?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(db_error)?;
+    /// The keys of this store, loaded into the cache.
+    pub async fn open(store: Store) -> Result<Keys> {
         let keys = Keys {
-            pool,
+            store,
             cache: Arc::default(),
+            notify: None,
         };
         keys.reload().await?;
         Ok(keys)
+    }
+
+    /// Sends a message on every change (for the replicas' invalidation channel).
+    pub fn with_notify(mut self, tx: tokio::sync::mpsc::UnboundedSender<()>) -> Keys {
+        self.notify = Some(tx);
+        self
     }
 
     /// Rebuilds the cache from the store.
@@ -186,7 +177,7 @@ impl Keys {
         self.cache.read().get(&hash_hex(secret)).cloned()
     }
 
-    fn row(r: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord> {
+    fn row(r: &AnyRow) -> Result<KeyRecord> {
         let models: String = r.try_get("models").map_err(db_error)?;
         let opt_u = |k: &str| -> Result<Option<u64>> {
             Ok(r.try_get::<Option<i64>, _>(k)
@@ -197,6 +188,7 @@ impl Keys {
             id: r.try_get("id").map_err(db_error)?,
             name: r.try_get("name").map_err(db_error)?,
             kind: r.try_get("kind").map_err(db_error)?,
+            owner: r.try_get("owner").map_err(db_error)?,
             prefix: r.try_get("prefix").map_err(db_error)?,
             hash: r.try_get("hash").map_err(db_error)?,
             models: serde_json::from_str(&models).unwrap_or_default(),
@@ -213,16 +205,16 @@ impl Keys {
 
     pub async fn list(&self) -> Result<Vec<KeyRecord>> {
         let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await
             .map_err(db_error)?;
         rows.iter().map(Self::row).collect()
     }
 
     pub async fn get(&self, id: &str) -> Result<KeyRecord> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.store.pool)
             .await
             .map_err(db_error)?;
         match row {
@@ -247,6 +239,7 @@ impl Keys {
             id,
             name: f.name.clone().unwrap_or_default(),
             kind,
+            owner: f.owner.clone(),
             prefix: secret.chars().take(12).collect(),
             hash: hash_hex(&secret),
             models: f.models.clone().unwrap_or_default(),
@@ -260,7 +253,7 @@ impl Keys {
             created_at: now_secs(),
         };
         self.write(&rec, true).await?;
-        self.reload().await?;
+        self.changed().await?;
         Ok((rec, secret))
     }
 
@@ -276,6 +269,9 @@ impl Keys {
         if let Some(v) = f.name {
             rec.name = v;
         }
+        if let Some(v) = f.owner {
+            rec.owner = Some(v);
+        }
         if let Some(v) = f.models {
             rec.models = v;
         }
@@ -289,18 +285,28 @@ impl Keys {
             rec.revoked = r;
         }
         self.write(&rec, false).await?;
-        self.reload().await?;
+        self.changed().await?;
         Ok(rec)
+    }
+
+    /// Reloads this cache and tells the other replicas to reload theirs.
+    async fn changed(&self) -> Result<()> {
+        self.reload().await?;
+        if let Some(tx) = &self.notify {
+            let _ = tx.send(());
+        }
+        Ok(())
     }
 
     async fn write(&self, r: &KeyRecord, insert: bool) -> Result<()> {
         let sql = if insert {
             "INSERT INTO api_keys (name, kind, prefix, hash, models, rpm, tpm, max_parallel, budget_usd, \
-             budget_period, expires_at, revoked, created_at, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             budget_period, expires_at, revoked, created_at, owner, id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         } else {
-            "UPDATE api_keys SET name = ?, kind = ?, prefix = ?, hash = ?, models = ?, rpm = ?, tpm = ?, \
-             max_parallel = ?, budget_usd = ?, budget_period = ?, expires_at = ?, revoked = ?, created_at = ? \
-             WHERE id = ?"
+            "UPDATE api_keys SET name = $1, kind = $2, prefix = $3, hash = $4, models = $5, rpm = $6, \
+             tpm = $7, max_parallel = $8, budget_usd = $9, budget_period = $10, expires_at = $11, \
+             revoked = $12, created_at = $13, owner = $14 WHERE id = $15"
         };
         let to_i = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
         sqlx::query(sql)
@@ -317,8 +323,9 @@ impl Keys {
             .bind(r.expires_at)
             .bind(i64::from(r.revoked))
             .bind(r.created_at)
+            .bind(&r.owner)
             .bind(&r.id)
-            .execute(&self.pool)
+            .execute(&self.store.pool)
             .await
             .map_err(db_error)?;
         Ok(())

@@ -7,9 +7,12 @@ pub mod http;
 pub mod keys;
 pub mod limits;
 pub mod providers;
+pub mod redis_state;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod telemetry;
+pub mod usage;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind};

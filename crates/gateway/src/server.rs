@@ -13,9 +13,14 @@ use std::path::PathBuf;
 use crate::auth::Auth;
 use crate::config::{Config, ModelType, RoutingConfig, Tier};
 use crate::http::{self, App};
+use crate::keys::Keys;
+use crate::limits::Limits;
 use crate::providers::Provider;
 use crate::providers::local::{self, LocalProvider, LocalSpec};
+use crate::redis_state::RedisState;
 use crate::router::{Catalog, Deployment, ModelEntry};
+use crate::store::Store;
+use crate::usage::UsageLog;
 
 /// The models served when the config declares none: chat, completion and embeddings, in-process.
 pub fn default_local_models() -> Vec<LocalDecl> {
@@ -146,18 +151,77 @@ pub async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
     let metrics = crate::telemetry::prometheus();
     let local = load_local_models(local_decls(config), Config::home_dir(), &config.routing).await?;
     let catalog = Catalog::build(config, local).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = open_state(config).await?;
     Ok(Arc::new(App {
         catalog,
         cors: Arc::new(crate::http::cors::Cors::new(&config.server.cors_origins)),
-        limits: crate::limits::Limits::new(&config.limits),
-        auth: Auth::new(config.auth.master_key(), config.auth.required()).with_keys(
-            crate::keys::Keys::open(&Config::home_dir().join("switchyard.db"))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
+        limits: state.limits,
+        auth: Auth::new(config.auth.master_key(), config.auth.required()).with_keys(state.keys),
+        usage: Some(state.usage),
+        redis: state.redis,
         max_body_bytes: config.server.max_body_bytes,
         metrics,
     }))
+}
+
+/// The stores and counters a config asks for.
+pub struct State {
+    pub store: Store,
+    pub keys: Keys,
+    pub usage: UsageLog,
+    pub limits: Arc<Limits>,
+    pub redis: Option<RedisState>,
+}
+
+/// The database URL of a config: `[state] database_url`, else SQLite in the data directory.
+pub fn database_url(config: &Config) -> String {
+    config
+        .state
+        .database_url
+        .clone()
+        .unwrap_or_else(|| crate::store::sqlite_url(&Config::home_dir().join("switchyard.db")))
+}
+
+/// Opens the store (migrating it), the key cache, the usage journal and the limit counters.
+pub async fn open_state(config: &Config) -> anyhow::Result<State> {
+    let store = Store::open(&database_url(config))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let redis = match &config.state.redis_url {
+        Some(url) => Some(
+            RedisState::connect(url, config.state.redis_prefix.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("[state] redis_url: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut keys = Keys::open(store.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(r) = &redis {
+        // Changes made here are announced; every replica reloads its cache at once.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let r = r.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                r.publish_keys_changed().await;
+            }
+        });
+        keys = keys.with_notify(tx);
+    }
+    let usage = UsageLog::open(store.clone(), &Config::home_dir().join("usage-journal"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let limits = match &redis {
+        Some(r) => Limits::with_redis(&config.limits, r.clone(), Some(store.clone())),
+        None => Limits::with_store(&config.limits, store.clone()),
+    };
+    Ok(State {
+        store,
+        keys,
+        usage,
+        limits,
+        redis,
+    })
 }
 
 /// A bound, not yet running server.
@@ -202,13 +266,34 @@ impl Server {
         };
         let _checks = AbortOnDrop(checks);
         // The key cache follows the store (a revocation by another process shows within a second).
-        let refresh = tokio::spawn(async move {
-            match app.auth.keys() {
-                Some(k) => k.refresh_forever().await,
-                None => std::future::pending().await,
-            }
-        });
+        let refresh = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                match app.auth.keys() {
+                    Some(k) => k.refresh_forever().await,
+                    None => std::future::pending().await,
+                }
+            })
+        };
         let _refresh = AbortOnDrop(refresh);
+        let watch = match (app.redis.clone(), app.auth.keys().cloned()) {
+            (Some(r), Some(keys)) => Some(AbortOnDrop(tokio::spawn(async move {
+                r.watch_keys(|| async {
+                    if let Err(e) = keys.reload().await {
+                        tracing::warn!("could not reload keys after a change: {e}");
+                    }
+                })
+                .await;
+            }))),
+            _ => None,
+        };
+        let _watch = watch;
+        // Usage rows go from the journal to the database in the background.
+        let writer = app.usage.clone().map(|u| {
+            AbortOnDrop(tokio::spawn(async move {
+                u.run_writer().await;
+            }))
+        });
         tokio::select! {
             res = &mut task => return res.context("server task failed")?.context("server failed"),
             () = shutdown => {}
@@ -218,14 +303,20 @@ impl Server {
             self.grace
         );
         let _ = tx.send(());
-        match tokio::time::timeout(self.grace, &mut task).await {
+        let result = match tokio::time::timeout(self.grace, &mut task).await {
             Ok(res) => res.context("server task failed")?.context("server failed"),
             Err(_) => {
                 tracing::warn!("grace period over; closing the remaining connections");
                 task.abort();
                 Ok(())
             }
+        };
+        // The last rows go in before exit (what cannot is replayed from the journal by the next start).
+        if let Some(u) = &app.usage {
+            u.flush(Duration::from_secs(2)).await;
         }
+        drop(writer);
+        result
     }
 }
 

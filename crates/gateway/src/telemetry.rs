@@ -14,6 +14,8 @@ pub const ATTEMPTS: &str = "switchyard_upstream_attempts_total";
 pub const COST_MICRO_USD: &str = "switchyard_cost_micro_usd_total";
 pub const DEPLOYMENT_AVAILABLE: &str = "switchyard_deployment_available";
 pub const DEPLOYMENT_IN_FLIGHT: &str = "switchyard_deployment_in_flight";
+pub const REDIS_ERRORS: &str = "switchyard_redis_errors_total";
+pub const USAGE_PENDING_BYTES: &str = "switchyard_usage_journal_pending_bytes";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -78,6 +80,14 @@ fn describe() {
         "1 when a deployment may be tried now, 0 when its circuit is open, it is banned or failing its health check."
     );
     metrics::describe_gauge!(DEPLOYMENT_IN_FLIGHT, "Requests in flight on a deployment.");
+    metrics::describe_counter!(
+        REDIS_ERRORS,
+        "Redis calls that failed or timed out; the request was let through (fail open)."
+    );
+    metrics::describe_gauge!(
+        USAGE_PENDING_BYTES,
+        "Usage rows journaled but not yet in the database, in bytes (grows while the database is down)."
+    );
     metrics::describe_counter!(
         COST_MICRO_USD,
         "Spend in millionths of a USD, from real usage and the deployment's price, by model and provider."

@@ -45,6 +45,14 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Issue, list and revoke API keys, in the store the config names (what the admin API does).
+    Keys {
+        /// The config file (TOML) whose `[state]` names the store.
+        #[arg(long, short, env = "SWITCHYARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Measure the local engine: prefill, decode, batching and prefix-cache figures.
     Bench {
         /// Model sources or paths to measure (default: the default chat and completion models).
@@ -56,6 +64,42 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
         streams: Vec<u32>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Issue a key; its secret is printed this once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// `user` or `team`.
+        #[arg(long, default_value = "user")]
+        kind: String,
+        /// The user or team it belongs to.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Models (globs) it may use; all when left out.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        #[arg(long)]
+        rpm: Option<u64>,
+        #[arg(long)]
+        tpm: Option<u64>,
+        #[arg(long)]
+        max_parallel: Option<u64>,
+        #[arg(long)]
+        budget_usd: Option<f64>,
+        /// `daily`, `weekly` or `monthly` (UTC).
+        #[arg(long)]
+        budget_period: Option<String>,
+        /// Unix seconds.
+        #[arg(long)]
+        expires_at: Option<i64>,
+    },
+    /// List the keys (never their secrets).
+    List,
+    /// Revoke a key by its id.
+    Revoke { id: String },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -106,6 +150,29 @@ fn main() -> ExitCode {
             threads,
             streams,
         } => bench(models, threads, streams),
+        Command::Keys { config, action } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(keys(config, action)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config, address } => {
             let mut config = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -133,6 +200,67 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+async fn keys(config: Config, action: KeysAction) -> anyhow::Result<()> {
+    use gateway::keys::{KeyFields, Keys};
+    let store = gateway::store::Store::open(&gateway::server::database_url(&config))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let keys = Keys::open(store).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = match action {
+        KeysAction::Create {
+            name,
+            kind,
+            owner,
+            models,
+            rpm,
+            tpm,
+            max_parallel,
+            budget_usd,
+            budget_period,
+            expires_at,
+        } => {
+            let f = KeyFields {
+                name: Some(name),
+                kind: Some(kind),
+                owner,
+                models: Some(models),
+                rpm,
+                tpm,
+                max_parallel,
+                budget_usd,
+                budget_period,
+                expires_at,
+                revoked: None,
+            };
+            let (rec, secret) = keys.create(f).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut v = serde_json::to_value(&rec)?;
+            v["key"] = serde_json::json!(secret);
+            v
+        }
+        KeysAction::List => serde_json::json!({
+            "object": "list",
+            "data": keys.list().await.map_err(|e| anyhow::anyhow!("{e}"))?,
+        }),
+        KeysAction::Revoke { id } => {
+            let f = KeyFields {
+                revoked: Some(true),
+                ..KeyFields::default()
+            };
+            let rec = keys.update(&id, f).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            serde_json::json!({"id": rec.id, "revoked": true})
+        }
+    };
+    // Replicas sharing Redis reload their caches now (otherwise within a second).
+    if let Some(url) = &config.state.redis_url
+        && let Ok(r) =
+            gateway::redis_state::RedisState::connect(url, config.state.redis_prefix.as_deref()).await
+    {
+        r.publish_keys_changed().await;
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

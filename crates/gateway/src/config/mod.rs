@@ -31,6 +31,21 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// Where shared state lives. Neither is needed on one machine: SQLite in the data directory and
+/// in-memory counters are the default.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// `postgres://…` (keys, usage, stored responses shared by replicas) or `sqlite://path`.
+    pub database_url: Option<String>,
+    /// `redis://…`: rate counters, budget spend and key invalidation shared by replicas.
+    pub redis_url: Option<String>,
+    /// What every Redis key of this gateway starts with (default `sy:`), to share one Redis.
+    pub redis_prefix: Option<String>,
 }
 
 /// Where a deployment runs, in the order `model: "auto"` walks by default.

@@ -1,11 +1,11 @@
-//! The admin API (master key only): `POST/GET /admin/keys`, `GET/PATCH/DELETE /admin/keys/{id}`, and
-//! `GET /v1/me` for any caller.
+//! The admin API (master key only): `POST/GET /admin/keys`, `GET/PATCH/DELETE /admin/keys/{id}`,
+//! `GET /admin/usage`; and `GET /v1/me` for any caller.
 
 use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use super::{App, read_body};
 use crate::auth::Principal;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{KeyFields, Keys};
+use crate::usage::UsageQuery;
 
 fn answer(result: Result<Response>) -> Response {
     result.unwrap_or_else(|e| error_response(Dialect::OpenAi, &e))
@@ -22,10 +23,11 @@ fn answer(result: Result<Response>) -> Response {
 
 fn admin<'a>(app: &'a App, who: &Principal) -> Result<&'a Keys> {
     if !who.is_admin() {
-        return Err(
-            Error::new(ErrorKind::Permission, "Only the master key may administer keys.")
-                .with_code("admin_only"),
-        );
+        return Err(Error::new(
+            ErrorKind::Permission,
+            "Only the master key may use the admin API.",
+        )
+        .with_code("admin_only"));
     }
     app.auth
         .keys()
@@ -115,12 +117,36 @@ pub async fn delete(
     )
 }
 
-/// The calling key: its identity and limits.
-pub async fn me(Extension(who): Extension<Principal>) -> Response {
+/// `GET /admin/usage?key=&model=&from=&to=&group_by=day|model|key|provider`.
+pub async fn usage(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Principal>,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    answer(
+        async {
+            admin(&app, &who)?;
+            let Query(q) = query.map_err(|e| Error::invalid(format!("Invalid usage query: {e}")))?;
+            let log = app
+                .usage
+                .as_ref()
+                .ok_or_else(|| Error::new(ErrorKind::Unavailable, "The usage log is not open."))?;
+            let data = crate::usage::query(log.store(), &q).await?;
+            Ok(json_body(&json!({"object": "list", "data": data})))
+        }
+        .await,
+    )
+}
+
+/// The calling key: its identity, limits and spend in its current budget period.
+pub async fn me(State(app): State<Arc<App>>, Extension(who): Extension<Principal>) -> Response {
     let v: Value = match &who {
         Principal::Key(k) => {
             let mut v = serde_json::to_value(k.as_ref()).unwrap_or(Value::Null);
             v["object"] = json!("key");
+            v["spend_usd"] = json!(app.limits.spend(k).await);
+            v["budget_period_start"] =
+                json!(crate::limits::period_start(k.budget_period.as_deref(), crate::store::now_ms()) / 1000);
             v
         }
         Principal::Master => json!({"object": "key", "kind": "master"}),

@@ -122,7 +122,7 @@ async fn messages_inner(
 ) -> Result<Response> {
     let (mut obj, plan) =
         read_chat_request(app, who, headers, body, validate::messages_request, model_out).await?;
-    let admission = admit(app, || Needs::of_chat(&obj))?;
+    let admission = admit(app, who, &plan, || Needs::of_chat(&obj)).await?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let fallback_id = fallback_id(rid);
     let betas = client_betas(headers);
@@ -150,7 +150,7 @@ async fn messages_inner(
     let model = answer_model(model_out, &served);
     // Local ids are synthetic (`chatcmpl-…`): answer with a message id of our own.
     let own_id = matches!(served.dep().provider, Provider::Local(_));
-    let mut settle = Settle::new(app, model_out, served, admission);
+    let mut settle = Settle::new(app, (rid, who, "messages"), model_out, served, admission);
     let (output, warnings) = match started {
         Started::Raw(raw) => return relay_raw(raw, &model, fallback_id, settle),
         Started::Canonical(o, w) => (o, w),

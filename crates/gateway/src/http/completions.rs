@@ -90,7 +90,7 @@ async fn complete(
         || Needs::of_input(&obj, "prompt"),
         &[ModelType::Completion, ModelType::Chat],
     )?;
-    let admission = admit(app, || Needs::of_input(&obj, "prompt"))?;
+    let admission = admit(app, who, &plan, || Needs::of_input(&obj, "prompt")).await?;
     let include_usage = obj
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
@@ -103,7 +103,7 @@ async fn complete(
         cand, &mut obj, &knobs, &prompts
     ));
     let model = answer_model(model_out, &served);
-    let settle = Settle::new(app, model_out, served, admission);
+    let settle = Settle::new(app, (rid, who, "completions"), model_out, served, admission);
     match started {
         Started::Raw(raw) => relay_raw(raw, &model, fallback_id, include_usage, settle),
         Started::Local(events) => {
@@ -434,13 +434,13 @@ fn merge_legacy(parts: &[Value]) -> Value {
 
 pub async fn embeddings(
     State(app): State<Arc<App>>,
-    Extension(_rid): Extension<RequestId>,
+    Extension(rid): Extension<RequestId>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mut model = String::new();
-    let result = embed(&app, &who, &headers, body, &mut model).await;
+    let result = embed(&app, &rid, &who, &headers, body, &mut model).await;
     answer(Dialect::OpenAi, &model, result)
 }
 
@@ -501,6 +501,7 @@ async fn attempt_embedding(
 
 async fn embed(
     app: &App,
+    rid: &RequestId,
     who: &Principal,
     headers: &HeaderMap,
     body: Body,
@@ -514,12 +515,12 @@ async fn embed(
         || Needs::of_input(&obj, "input"),
         &[ModelType::Embedding],
     )?;
-    let admission = admit(app, || Needs::of_input(&obj, "input"))?;
+    let admission = admit(app, who, &plan, || Needs::of_input(&obj, "input")).await?;
     let (out, served) = walk!(app, &plan, headers, |cand| attempt_embedding(
         cand, &mut obj, &req
     ));
     let model = answer_model(model_out, &served);
-    let mut settle = Settle::new(app, model_out, served, admission);
+    let mut settle = Settle::new(app, (rid, who, "embeddings"), model_out, served, admission);
     settle.token();
     let headers = routing_headers(&settle, &[]);
     let body = match out {

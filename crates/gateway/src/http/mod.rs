@@ -37,13 +37,55 @@ pub struct App {
     pub cors: Arc<cors::Cors>,
     pub limits: Arc<crate::limits::Limits>,
     pub auth: Auth,
+    /// Where every request's usage row goes.
+    pub usage: Option<crate::usage::UsageLog>,
+    /// Shared counters and key invalidation, when `[state] redis_url` is set.
+    pub redis: Option<crate::redis_state::RedisState>,
     pub max_body_bytes: usize,
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// The id of this request, echoed in `x-request-id`.
+/// The id of this request, echoed in `x-request-id`, and its usage ticket.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub Arc<str>);
+pub struct RequestId(pub Arc<str>, pub Arc<Ticket>);
+
+/// When a request started, and whether a handler's settlement writes its usage row (the request
+/// layer writes the row of every other request on a model surface: errors and refusals).
+#[derive(Debug)]
+pub struct Ticket {
+    pub start: Instant,
+    claimed: std::sync::atomic::AtomicBool,
+}
+
+impl Ticket {
+    pub fn claim(&self) {
+        self.claimed.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn claimed(&self) -> bool {
+        self.claimed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The issued key that made a request, for its usage row.
+#[derive(Debug, Clone)]
+pub struct KeyLabel(pub String);
+
+/// The error an answer carries, for its usage row.
+#[derive(Debug, Clone)]
+pub struct ErrorTag(pub String);
+
+/// The usage surface of a route, for routes whose requests are logged.
+fn surface_of(route: &str) -> Option<&'static str> {
+    Some(match route {
+        "/v1/chat/completions" => "chat_completions",
+        "/v1/completions" => "completions",
+        "/v1/embeddings" => "embeddings",
+        "/v1/messages" | "/anthropic/v1/messages" => "messages",
+        "/v1/responses" => "responses",
+        _ => return None,
+    })
+}
 
 /// Builds the whole HTTP service: path normalisation in front of the router.
 pub fn service(app: Arc<App>) -> axum::routing::IntoMakeService<Router> {
@@ -69,6 +111,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/vhealth", get(health::vhealth))
         .route("/v1/me", get(admin::me))
         .route("/admin/keys", post(admin::create).get(admin::list))
+        .route("/admin/usage", get(admin::usage))
         .route(
             "/admin/keys/{id}",
             get(admin::get).patch(admin::patch).delete(admin::delete),
@@ -80,7 +123,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(observe));
+        .layer(middleware::from_fn_with_state(app.clone(), observe));
     // CORS only when configured: an idle layer still costs every request a boxed future.
     let inner = if app.cors.enabled() {
         inner.layer(middleware::from_fn_with_state(app.cors.clone(), cors::layer))
@@ -156,8 +199,14 @@ pub fn normalize_path(path: &str) -> Option<String> {
 async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     match app.auth.authenticate(req.headers()) {
         Ok(p) => {
+            // The key is shown to the request layer too, for the usage row of an error.
+            let key = p.key_id();
             req.extensions_mut().insert::<Principal>(p);
-            next.run(req).await
+            let mut resp = next.run(req).await;
+            if let Some(k) = key {
+                resp.extensions_mut().insert(KeyLabel(k));
+            }
+            resp
         }
         Err(e) => error_response(Dialect::of_path(req.uri().path()), &e),
     }
@@ -176,7 +225,7 @@ fn request_id(req: &Request) -> Arc<str> {
 
 /// Request id, in-flight gauge, request counter and duration histogram. Duration and in-flight cover
 /// the whole body, so a stream counts until its last byte.
-async fn observe(mut req: Request, next: Next) -> Response {
+async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route: Arc<str> = match req.extensions().get::<MatchedPath>() {
         Some(m) => Arc::from(m.as_str()),
@@ -184,7 +233,11 @@ async fn observe(mut req: Request, next: Next) -> Response {
     };
     let id = request_id(&req);
     let anthropic = Dialect::of_path(req.uri().path()) == Dialect::Anthropic;
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let ticket = Arc::new(Ticket {
+        start,
+        claimed: Default::default(),
+    });
+    req.extensions_mut().insert(RequestId(id.clone(), ticket.clone()));
     let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "route" => route.to_string());
     in_flight.increment(1.0);
     let mut resp = next.run(req).await;
@@ -206,6 +259,29 @@ async fn observe(mut req: Request, next: Next) -> Response {
         "status" => resp.status().as_u16().to_string()
     )
     .increment(1);
+    // Requests on a model surface that no settlement logged (errors, refusals) get their row here.
+    if let (Some(log), Some(surface)) = (&app.usage, surface_of(&route))
+        && !ticket.claimed()
+    {
+        log.record(&crate::usage::UsageRow {
+            id: crate::usage::new_id(),
+            request_id: id.to_string(),
+            ts: crate::store::now_ms(),
+            key_id: resp.extensions().get::<KeyLabel>().map(|k| k.0.clone()),
+            surface: surface.to_string(),
+            model: model.clone(),
+            provider: None,
+            upstream_model: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            cost_usd: None,
+            latency_ms: start.elapsed().as_millis() as u64,
+            ttft_ms: None,
+            status: resp.status().as_u16(),
+            error_kind: resp.extensions().get::<ErrorTag>().map(|t| t.0.clone()),
+        });
+    }
     let guard = ObserveGuard {
         start,
         route,

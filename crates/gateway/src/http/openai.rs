@@ -95,7 +95,7 @@ async fn chat(
 ) -> Result<Response> {
     let (mut obj, plan) =
         read_chat_request(app, who, headers, body, validate::chat_request, model_out).await?;
-    let admission = admit(app, || Needs::of_chat(&obj))?;
+    let admission = admit(app, who, &plan, || Needs::of_chat(&obj)).await?;
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = obj
         .get("stream_options")
@@ -120,7 +120,7 @@ async fn chat(
         canonical.as_ref()
     ));
     let model = answer_model(model_out, &served);
-    let mut settle = Settle::new(app, model_out, served, admission);
+    let mut settle = Settle::new(app, (rid, who, "chat_completions"), model_out, served, admission);
 
     let (output, warnings) = match started {
         Started::Raw(raw) => return relay_raw(raw, &model, fallback_id, include_usage, settle),

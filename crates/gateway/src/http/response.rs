@@ -67,10 +67,17 @@ pub fn error_response(dialect: Dialect, e: &Error) -> Response {
         (_, s) => s,
     };
     let mut resp = (status, json_body(&error_body(dialect, e))).into_response();
-    if let Some(ra) = e.retry_after {
+    if let Some(ra) = e.retry_after() {
         let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp.extensions_mut()
+        .insert(super::ErrorTag(super::shared::error_tag(e)));
+    for (name, value) in e.headers.iter().flat_map(|h| h.iter()) {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().insert(*name, v);
         }
     }
     if e.status().is_server_error() {

@@ -14,17 +14,26 @@ use protocol::canonical::{self as c, StreamAccumulator};
 use serde_json::{Map, Value};
 
 use super::response::{Dialect, ModelLabel, error_response};
-use super::{App, read_body};
+use super::{App, RequestId, read_body};
 use crate::auth::Principal;
 use crate::config::ModelType;
 use crate::error::ErrorKind;
 use crate::error::{Error, Result};
-use crate::limits::Admission;
+use crate::limits::{Admission, Ask};
 use crate::providers::EventStream;
 use crate::router::exec::{AttemptRecord, Attempts};
 use crate::router::plan::{self, Candidate, Needs, Plan, RouteRequest};
 use crate::router::{Deployment, InFlight};
 use crate::telemetry;
+use crate::usage::UsageRow;
+
+/// What a usage row says of an error: its code when it has one, else its kind.
+pub(crate) fn error_tag(e: &Error) -> String {
+    match &e.code {
+        Some(c) => c.clone(),
+        None => format!("{:?}", e.kind).to_lowercase(),
+    }
+}
 
 /// What served a request: the candidate that answered, every attempt made, and the in-flight count it
 /// holds on its deployment until the answer ends.
@@ -225,26 +234,46 @@ pub(crate) struct Settle {
     model: String,
     pub(crate) provider: String,
     start: Instant,
+    rid: RequestId,
+    key_id: Option<String>,
+    surface: &'static str,
+    /// The error that ended an answer that had started (the usage row's status).
+    error: Option<(u16, String)>,
     usage: Option<c::Usage>,
     first_token: Option<Instant>,
     streamed: bool,
     served: Served,
     pub(crate) in_body: bool,
     admission: Option<Admission>,
+    log: Option<crate::usage::UsageLog>,
 }
 
 impl Settle {
-    pub(crate) fn new(app: &App, model: &str, served: Served, admission: Option<Admission>) -> Settle {
+    pub(crate) fn new(
+        app: &App,
+        req: (&RequestId, &Principal, &'static str),
+        model: &str,
+        served: Served,
+        admission: Option<Admission>,
+    ) -> Settle {
+        let (rid, who, surface) = req;
+        // This settlement writes the request's usage row (the request layer writes the others).
+        rid.1.claim();
         Settle {
             admission,
             model: model.to_string(),
             provider: served.dep().provider.name().to_string(),
             start: Instant::now(),
+            rid: rid.clone(),
+            key_id: who.key_id(),
+            surface,
+            error: None,
             usage: None,
             first_token: None,
             streamed: false,
             served,
             in_body: app.catalog.routing.metadata_in_body,
+            log: app.usage.clone(),
         }
     }
 
@@ -274,6 +303,7 @@ impl Settle {
 
     /// The upstream broke off after its answer had started.
     pub(crate) fn failed(&mut self, e: &Error) {
+        self.error = Some((e.status().as_u16(), error_tag(e)));
         if matches!(
             e.kind,
             ErrorKind::Upstream | ErrorKind::BadGateway | ErrorKind::Timeout
@@ -341,12 +371,41 @@ impl Settle {
 
 impl Drop for Settle {
     fn drop(&mut self) {
+        let cost = self.cost();
         if let Some(a) = self.admission.take() {
             // The reservation becomes what was really spent (all of it, if usage never came).
             let spent = self
                 .usage
                 .map_or(a.reserved(), |u| u.input_tokens + u.output_tokens);
-            a.settle(spent);
+            a.settle(spent, cost.unwrap_or(0.0));
+        }
+        if let Some(log) = &self.log {
+            let dep = self.served.dep();
+            let u = self.usage.unwrap_or_default();
+            let (status, error_kind) = match self.error.take() {
+                Some((s, k)) => (s, Some(k)),
+                None => (200, None),
+            };
+            log.record(&UsageRow {
+                id: crate::usage::new_id(),
+                request_id: self.rid.0.to_string(),
+                ts: crate::store::now_ms(),
+                key_id: self.key_id.take(),
+                surface: self.surface.to_string(),
+                model: self.model.clone(),
+                provider: Some(self.provider.clone()),
+                upstream_model: Some(dep.upstream_model.clone()),
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+                cached_tokens: u.cache_read_tokens,
+                cost_usd: cost,
+                latency_ms: self.rid.1.start.elapsed().as_millis() as u64,
+                ttft_ms: self
+                    .first_token
+                    .map(|t| t.duration_since(self.rid.1.start).as_millis() as u64),
+                status,
+                error_kind,
+            });
         }
         if let Some(u) = self.usage {
             let labels = |dir: &'static str| {
@@ -537,12 +596,36 @@ pub(crate) fn check_scope(who: &Principal, route: &RouteRequest) -> Result<()> {
     route.models.iter().try_for_each(|(m, _)| who.check_model(m))
 }
 
-/// `[limits]`: admits a request expected to spend these tokens (prompt estimate plus its output
-/// allowance), or refuses it with 429. `None` when no limit is configured.
-pub(crate) fn admit(app: &App, needs: impl FnOnce() -> Needs) -> Result<Option<Admission>> {
-    if !app.limits.enabled() {
+/// `[limits]` and the key's own limits: admits a request expected to spend these tokens (prompt
+/// estimate plus its output allowance) and, for a key with a budget, to cost what it would at the
+/// dearest deployment of its plan; or refuses it (429, or 402 over budget). `None` when no limit
+/// applies.
+pub(crate) async fn admit(
+    app: &App,
+    who: &Principal,
+    plan: &Plan,
+    needs: impl FnOnce() -> Needs,
+) -> Result<Option<Admission>> {
+    let key = match who {
+        Principal::Key(k) => Some(k.as_ref()),
+        _ => None,
+    };
+    if !app.limits.applies(key) {
         return Ok(None);
     }
     let e = needs().estimate;
-    app.limits.admit(e.prompt_tokens + e.output_tokens).map(Some)
+    let cost_usd = if key.is_some_and(|k| k.budget_usd.is_some()) {
+        plan.candidates
+            .iter()
+            .filter_map(|c| c.dep.price)
+            .map(|p| p.expected(e.prompt_tokens, e.output_tokens))
+            .fold(0.0, f64::max)
+    } else {
+        0.0
+    };
+    let ask = Ask {
+        tokens: e.prompt_tokens + e.output_tokens,
+        cost_usd,
+    };
+    app.limits.admit(key, ask).await.map(Some)
 }

@@ -265,7 +265,7 @@ pub(crate) async fn upstream_error(provider: &str, resp: reqwest::Response, dead
         .and_then(|o| o.get("param"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    e.retry_after = retry_after;
+    e.set_retry_after(retry_after);
     metrics::counter!(crate::telemetry::UPSTREAM_ERRORS, "provider" => provider.to_string(), "kind" => "status")
         .increment(1);
     e

@@ -99,7 +99,7 @@ fn verdict(e: &Error, cfg: &RoutingConfig) -> Verdict {
                     "credentials refused",
                 ),
                 429 => Verdict::Ban(
-                    e.retry_after
+                    e.retry_after()
                         .unwrap_or(Duration::from_millis(cfg.breaker.rate_limit_ban_ms)),
                     "rate limited",
                 ),
@@ -174,7 +174,7 @@ impl<'a> Attempts<'a> {
                 let base = self.cfg.backoff_ms.saturating_mul(1 << (self.round - 1).min(10));
                 let jittered = rand::rng().random_range(base / 2..=base.max(1));
                 let mut wait = Duration::from_millis(jittered);
-                if let Some(ra) = self.last_error.as_ref().and_then(|e| e.retry_after) {
+                if let Some(ra) = self.last_error.as_ref().and_then(Error::retry_after) {
                     wait = wait.max(ra);
                 }
                 if wait > Duration::from_millis(self.cfg.max_backoff_ms)

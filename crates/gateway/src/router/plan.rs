@@ -680,9 +680,9 @@ pub fn unavailable(model: &str, skipped: &[(String, Unavailable)]) -> Error {
         && let Some((until, e)) = banned.iter().min_by_key(|(u, _)| **u)
     {
         let mut e = (*e).clone();
-        if e.retry_after.is_some() {
+        if e.retry_after().is_some() {
             let left = until.saturating_duration_since(now).as_secs_f64().ceil().max(1.0);
-            e.retry_after = Some(Duration::from_secs(left as u64));
+            e.set_retry_after(Some(Duration::from_secs(left as u64)));
         }
         return e;
     }

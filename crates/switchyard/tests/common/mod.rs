@@ -147,13 +147,23 @@ impl Gateway {
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = TempDir::new();
+        let home = dir.0.join("home");
+        Self::start_in(dir, &home, config, env).await
+    }
+
+    /// Starts with its data in `home` (which outlives it, to start another gateway on the same data).
+    pub async fn start_at(home: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_in(TempDir::new(), home, config, env).await
+    }
+
+    async fn start_in(dir: TempDir, home: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Gateway {
         let config_path = dir.write("switchyard.toml", config);
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
             .env("SWITCHYARD_LOG", "warn")
-            .env("SWITCHYARD_HOME", dir.0.join("home"))
+            .env("SWITCHYARD_HOME", home)
             .env_remove("SWITCHYARD_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -223,6 +233,27 @@ impl Gateway {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// The process id (for its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Resident memory, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -352,4 +383,77 @@ pub fn run_cli(args: &[&OsStr], env: &[(&str, &str)]) -> (bool, String, String) 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+// ---- Postgres and Redis (the suites that share state between replicas) ----
+
+pub fn env_urls(test: &str) -> Option<(String, String)> {
+    match (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) {
+        (Ok(d), Ok(r)) if d.starts_with("postgres") && r.starts_with("redis") => Some((d, r)),
+        _ => {
+            eprintln!(
+                "\n!!! SKIPPED {test}: DATABASE_URL (postgres://…) and REDIS_URL (redis://…) are not both set.\n\
+                 !!! scripts/test.sh sets them when Postgres and Redis run on this machine.\n"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh database on the server of `admin_url`; its URL.
+pub async fn fresh_database(admin_url: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let name = format!("sy_test_{:016x}", rand_u64());
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let query = admin_url
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{base}/{name}{query}")
+}
+
+pub fn rand_u64() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    t ^ (u64::from(std::process::id()) << 32) ^ (N.fetch_add(1, Ordering::Relaxed) << 48)
+}
+
+/// Where a gateway keeps its state in a test: the default (SQLite in its data directory, counters in
+/// memory), or a fresh Postgres database and Redis (with a prefix of its own).
+pub struct Backend {
+    pub name: &'static str,
+    /// The `[state]` table to append to a config (empty for the default).
+    pub state: String,
+}
+
+impl Backend {
+    pub fn local() -> Backend {
+        Backend {
+            name: "sqlite",
+            state: String::new(),
+        }
+    }
+
+    /// Postgres and Redis from `DATABASE_URL` / `REDIS_URL`; `None` (said loudly) when unset.
+    pub async fn shared(test: &str) -> Option<Backend> {
+        let (admin, redis) = env_urls(test)?;
+        let db = fresh_database(&admin).await;
+        Some(Backend {
+            name: "postgres+redis",
+            state: format!(
+                "\n[state]\ndatabase_url = \"{db}\"\nredis_url = \"{redis}\"\nredis_prefix = \"sytest{:x}:\"\n",
+                rand_u64()
+            ),
+        })
+    }
 }

@@ -1,0 +1,589 @@
+//! The usage log: one row per request (success, error or refusal).
+//!
+//! The request path appends the row to this process's journal file (one small `write`, no database,
+//! no waiting) and goes on. A background writer reads the journal, inserts the rows in batches and
+//! truncates the journal once everything in it is stored. So:
+//! - a database that is slow or down never slows a request, and memory stays bounded: rows wait on
+//!   disk, not in a queue, and are written when the database is back;
+//! - a crash (even `kill -9`) loses nothing that was answered: the next process to start finds the
+//!   journal of the dead one (its lock is gone) and replays it;
+//! - nothing is written twice: every row has an id made here, and inserts skip ids already stored.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::store::{Store, db_error};
+
+/// One request, as logged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UsageRow {
+    pub id: String,
+    pub request_id: String,
+    /// Unix milliseconds.
+    pub ts: i64,
+    pub key_id: Option<String>,
+    pub surface: String,
+    pub model: String,
+    pub provider: Option<String>,
+    pub upstream_model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    pub status: u16,
+    pub error_kind: Option<String>,
+}
+
+const COLUMNS: &str = "id, request_id, ts, key_id, surface, model, provider, upstream_model, \
+     input_tokens, output_tokens, cached_tokens, cost_usd, latency_ms, ttft_ms, status, error_kind";
+const NCOLS: usize = 16;
+/// Rows per insert.
+const BATCH: usize = 500;
+/// How much of the journal is read at once.
+const READ_CHUNK: usize = 1 << 20;
+
+/// A fresh id for a usage row.
+pub fn new_id() -> String {
+    format!("u_{:032x}", rand::random::<u128>())
+}
+
+struct Journal {
+    file: File,
+    /// Bytes appended since the last truncation.
+    len: u64,
+}
+
+struct Inner {
+    store: Store,
+    dir: PathBuf,
+    path: PathBuf,
+    journal: Mutex<Journal>,
+    wake: Notify,
+    /// How far into the journal rows are stored; held while draining.
+    offset: tokio::sync::Mutex<u64>,
+    /// Rows that could not even be journaled (disk full): counted, and said loudly.
+    lost: std::sync::atomic::AtomicU64,
+}
+
+/// The usage log of this process.
+#[derive(Clone)]
+pub struct UsageLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for UsageLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageLog")
+            .field("journal", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UsageLog {
+    /// Opens this process's journal in `dir` (locked, so that no other process replays it while this
+    /// one lives).
+    pub fn open(store: Store, dir: &Path) -> Result<UsageLog> {
+        std::fs::create_dir_all(dir).map_err(|e| journal_error(dir, e))?;
+        let path = dir.join(format!(
+            "usage-{}-{:08x}.jsonl",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(|e| journal_error(&path, e))?;
+        file.try_lock()
+            .map_err(|e| journal_error(&path, std::io::Error::other(e.to_string())))?;
+        Ok(UsageLog {
+            inner: Arc::new(Inner {
+                store,
+                dir: dir.to_path_buf(),
+                path,
+                journal: Mutex::new(Journal { file, len: 0 }),
+                wake: Notify::new(),
+                offset: tokio::sync::Mutex::new(0),
+                lost: Default::default(),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Logs one row: appended to the journal now, stored in the database soon.
+    pub fn record(&self, row: &UsageRow) {
+        let mut line = match serde_json::to_vec(row) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("could not encode a usage row: {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        {
+            let mut j = self.inner.journal.lock();
+            match j.file.write_all(&line) {
+                Ok(()) => j.len += line.len() as u64,
+                Err(e) => {
+                    self.inner.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(
+                        "could not journal a usage row ({}): {e}",
+                        self.inner.path.display()
+                    );
+                    return;
+                }
+            }
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Writes journaled rows to the database until dropped; replays the journals that dead processes
+    /// left behind.
+    pub async fn run_writer(&self) {
+        let mut backoff = Duration::from_millis(200);
+        let mut orphans_checked = None::<std::time::Instant>;
+        loop {
+            if orphans_checked.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                self.replay_orphans().await;
+                orphans_checked = Some(std::time::Instant::now());
+            }
+            match self.drain().await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::warn!(
+                        "usage rows wait in {} (database: {e}); retrying in {:?}",
+                        self.inner.path.display(),
+                        backoff
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            // Wait for new rows (a short pause first, so a busy second makes few, large batches).
+            tokio::select! {
+                () = self.inner.wake.notified() => tokio::time::sleep(Duration::from_millis(20)).await,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Stores everything journaled past `offset`, then truncates the journal if nothing new came.
+    async fn drain(&self) -> Result<()> {
+        let mut offset = self.inner.offset.lock().await;
+        loop {
+            let end = self.inner.journal.lock().len;
+            if *offset >= end {
+                break;
+            }
+            let (rows, consumed) = read_rows(&self.inner.path, *offset, end)?;
+            for chunk in rows.chunks(BATCH) {
+                insert(&self.inner.store, chunk).await?;
+            }
+            *offset += consumed;
+            if consumed == 0 {
+                break;
+            }
+        }
+        let mut j = self.inner.journal.lock();
+        if *offset > 0 && *offset == j.len {
+            // Everything journaled is stored: start the file over.
+            j.file
+                .set_len(0)
+                .map_err(|e| journal_error(&self.inner.path, e))?;
+            j.len = 0;
+            *offset = 0;
+        }
+        Ok(())
+    }
+
+    /// Stores what is journaled, waiting at most `within` (on shutdown).
+    pub async fn flush(&self, within: Duration) {
+        match tokio::time::timeout(within, self.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("usage rows left in the journal for the next start: {e}"),
+            Err(_) => tracing::warn!("usage rows left in the journal for the next start: timeout"),
+        }
+    }
+
+    /// Replays and removes the journals of processes that are gone (their lock is free).
+    async fn replay_orphans(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.inner.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let is_journal = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("usage-") && n.ends_with(".jsonl"));
+            if !is_journal || path == self.inner.path {
+                continue;
+            }
+            let Ok(f) = OpenOptions::new().read(true).write(true).open(&path) else {
+                continue;
+            };
+            if f.try_lock().is_err() {
+                continue; // a live process owns it
+            }
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            match read_rows(&path, 0, len) {
+                Ok((rows, _)) => {
+                    let mut ok = true;
+                    for chunk in rows.chunks(BATCH) {
+                        if let Err(e) = insert(&self.inner.store, chunk).await {
+                            tracing::warn!("replaying {}: {e}; will retry", path.display());
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if ok {
+                        tracing::info!(rows = rows.len(), "replayed the usage journal {}", path.display());
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                Err(e) => tracing::warn!("cannot read {}: {e}", path.display()),
+            }
+        }
+    }
+
+    /// Rows not yet in the database (in this process's journal).
+    pub fn pending_bytes(&self) -> u64 {
+        self.inner.journal.lock().len
+    }
+}
+
+fn journal_error(p: &Path, e: std::io::Error) -> Error {
+    Error::internal(format!("usage journal {}: {e}", p.display()))
+}
+
+/// The complete lines of the journal between `from` and `to` (at most [`READ_CHUNK`] bytes), and how
+/// many bytes they took.
+fn read_rows(path: &Path, from: u64, to: u64) -> Result<(Vec<UsageRow>, u64)> {
+    let mut f = File::open(path).map_err(|e| journal_error(path, e))?;
+    f.seek(SeekFrom::Start(from))
+        .map_err(|e| journal_error(path, e))?;
+    let want = (to - from).min(READ_CHUNK as u64) as usize;
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(journal_error(path, e)),
+        }
+    }
+    buf.truncate(got);
+    let complete = match buf.iter().rposition(|b| *b == b'\n') {
+        Some(i) => i + 1,
+        None if got == want && want == READ_CHUNK => {
+            return Err(Error::internal("usage journal: a line longer than 1 MiB"));
+        }
+        None => 0,
+    };
+    let mut rows = Vec::new();
+    for line in buf[..complete].split(|b| *b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<UsageRow>(line) {
+            Ok(r) => rows.push(r),
+            // A torn line (the process died mid-write) is skipped, not retried forever.
+            Err(e) => tracing::warn!("skipping a bad usage journal line: {e}"),
+        }
+    }
+    Ok((rows, complete as u64))
+}
+
+fn to_i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Inserts rows, skipping ids already stored.
+async fn insert(store: &Store, rows: &[UsageRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut sql = format!("INSERT INTO usage_log ({COLUMNS}) VALUES ");
+    for i in 0..rows.len() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..NCOLS {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", i * NCOLS + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    // Built here from placeholders only; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in rows {
+        q = q
+            .bind(r.id.clone())
+            .bind(r.request_id.clone())
+            .bind(r.ts)
+            .bind(r.key_id.clone())
+            .bind(r.surface.clone())
+            .bind(r.model.clone())
+            .bind(r.provider.clone())
+            .bind(r.upstream_model.clone())
+            .bind(to_i(r.input_tokens))
+            .bind(to_i(r.output_tokens))
+            .bind(to_i(r.cached_tokens))
+            .bind(r.cost_usd)
+            .bind(to_i(r.latency_ms))
+            .bind(r.ttft_ms.map(to_i))
+            .bind(i64::from(r.status))
+            .bind(r.error_kind.clone());
+    }
+    q.execute(&store.pool).await.map_err(db_error)?;
+    Ok(())
+}
+
+/// `GET /admin/usage` filters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    pub key: Option<String>,
+    pub model: Option<String>,
+    /// Unix seconds, or an RFC 3339 date (`2026-11-01` or `2026-11-01T00:00:00Z`).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub group_by: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Reads a time bound: unix seconds, or a UTC date / date-time.
+pub fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n * 1000);
+    }
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+    let time = time.trim_end_matches('Z');
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<f64>().ok());
+    let (hh, mm, ss) = (
+        t.next().flatten().unwrap_or(0.0),
+        t.next().flatten().unwrap_or(0.0),
+        t.next().flatten().unwrap_or(0.0),
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) {
+        return None;
+    }
+    let days = crate::limits::days_from_civil(y, m as u32, dd as u32);
+    Some(days * 86_400_000 + ((hh * 3600.0 + mm * 60.0 + ss) * 1000.0) as i64)
+}
+
+/// Rows, or groups, of the usage log.
+pub async fn query(store: &Store, q: &UsageQuery) -> Result<Vec<serde_json::Value>> {
+    let mut filters = Vec::new();
+    let mut args: Vec<Arg> = Vec::new();
+    if let Some(k) = &q.key {
+        args.push(Arg::S(k.clone()));
+        filters.push(format!("key_id = ${}", args.len()));
+    }
+    if let Some(m) = &q.model {
+        args.push(Arg::S(m.clone()));
+        filters.push(format!("model = ${}", args.len()));
+    }
+    for (v, op, name) in [(&q.from, ">=", "from"), (&q.to, "<", "to")] {
+        if let Some(v) = v {
+            let t = parse_time(v).ok_or_else(|| {
+                Error::invalid_param(
+                    name,
+                    format!("'{name}' must be unix seconds or a date like 2026-11-01"),
+                )
+            })?;
+            args.push(Arg::I(t));
+            filters.push(format!("ts {op} ${}", args.len()));
+        }
+    }
+    let wh = if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", filters.join(" AND "))
+    };
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let group = match q.group_by.as_deref() {
+        None => None,
+        Some("day") => Some("(ts / 86400000)"),
+        Some("model") => Some("model"),
+        Some("key") => Some("key_id"),
+        Some("provider") => Some("provider"),
+        Some(_) => {
+            return Err(Error::invalid_param(
+                "group_by",
+                "'group_by' must be one of day, model, key, provider",
+            ));
+        }
+    };
+    let sql = match group {
+        None => format!("SELECT {COLUMNS} FROM usage_log{wh} ORDER BY ts DESC, id LIMIT {limit}"),
+        Some(g) => format!(
+            "SELECT {g} AS grp, COUNT(*) AS requests, CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+             CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
+             SUM(cost_usd) AS cost_usd, CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors \
+             FROM usage_log{wh} GROUP BY {g} ORDER BY {g} LIMIT {limit}"
+        ),
+    };
+    // Built from fixed fragments and placeholders only; every value is bound.
+    let mut qq = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for a in args {
+        qq = match a {
+            Arg::S(s) => qq.bind(s),
+            Arg::I(i) => qq.bind(i),
+        };
+    }
+    let rows = qq.fetch_all(&store.pool).await.map_err(db_error)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let v = match q.group_by.as_deref() {
+            None => serde_json::to_value(row_of(r)?).map_err(|e| Error::internal(e.to_string()))?,
+            Some(g) => {
+                let key = if g == "day" {
+                    let day: i64 = r.try_get("grp").map_err(db_error)?;
+                    serde_json::json!(crate::limits::civil_date(day))
+                } else {
+                    serde_json::json!(r.try_get::<Option<String>, _>("grp").map_err(db_error)?)
+                };
+                serde_json::json!({
+                    g: key,
+                    "requests": r.try_get::<i64, _>("requests").map_err(db_error)?,
+                    "input_tokens": r.try_get::<Option<i64>, _>("input_tokens").map_err(db_error)?.unwrap_or(0),
+                    "output_tokens": r.try_get::<Option<i64>, _>("output_tokens").map_err(db_error)?.unwrap_or(0),
+                    "cached_tokens": r.try_get::<Option<i64>, _>("cached_tokens").map_err(db_error)?.unwrap_or(0),
+                    "cost_usd": r.try_get::<Option<f64>, _>("cost_usd").map_err(db_error)?.unwrap_or(0.0),
+                    "errors": r.try_get::<Option<i64>, _>("errors").map_err(db_error)?.unwrap_or(0),
+                })
+            }
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+enum Arg {
+    S(String),
+    I(i64),
+}
+
+fn row_of(r: &sqlx::any::AnyRow) -> Result<UsageRow> {
+    let u = |k: &str| -> Result<u64> {
+        Ok(u64::try_from(r.try_get::<i64, _>(k).map_err(db_error)?).unwrap_or(0))
+    };
+    Ok(UsageRow {
+        id: r.try_get("id").map_err(db_error)?,
+        request_id: r.try_get("request_id").map_err(db_error)?,
+        ts: r.try_get("ts").map_err(db_error)?,
+        key_id: r.try_get("key_id").map_err(db_error)?,
+        surface: r.try_get("surface").map_err(db_error)?,
+        model: r.try_get("model").map_err(db_error)?,
+        provider: r.try_get("provider").map_err(db_error)?,
+        upstream_model: r.try_get("upstream_model").map_err(db_error)?,
+        input_tokens: u("input_tokens")?,
+        output_tokens: u("output_tokens")?,
+        cached_tokens: u("cached_tokens")?,
+        cost_usd: r.try_get("cost_usd").map_err(db_error)?,
+        latency_ms: u("latency_ms")?,
+        ttft_ms: r
+            .try_get::<Option<i64>, _>("ttft_ms")
+            .map_err(db_error)?
+            .and_then(|v| u64::try_from(v).ok()),
+        status: u16::try_from(r.try_get::<i64, _>("status").map_err(db_error)?).unwrap_or(0),
+        error_kind: r.try_get("error_kind").map_err(db_error)?,
+    })
+}
+
+/// What a key has spent since `since_ms` (for budgets, when no shared counter has it yet).
+pub async fn spend_since(store: &Store, key_id: &str, since_ms: i64) -> Result<f64> {
+    let r = sqlx::query("SELECT SUM(cost_usd) AS s FROM usage_log WHERE key_id = $1 AND ts >= $2")
+        .bind(key_id.to_string())
+        .bind(since_ms)
+        .fetch_one(&store.pool)
+        .await
+        .map_err(db_error)?;
+    Ok(r.try_get::<Option<f64>, _>("s").map_err(db_error)?.unwrap_or(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(parse_time("0"), Some(0));
+        assert_eq!(parse_time("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_time("2026-11-23T06:00:00Z"), Some(1_795_413_600_000));
+        assert_eq!(parse_time("nope"), None);
+    }
+
+    #[tokio::test]
+    async fn rows_survive_the_journal_and_are_written_once() {
+        let dir = std::env::temp_dir().join(format!("sy-usage-{:x}", rand::random::<u64>()));
+        let store = Store::open(&crate::store::sqlite_url(&dir.join("db.sqlite")))
+            .await
+            .unwrap();
+        let log = UsageLog::open(store.clone(), &dir.join("journal")).unwrap();
+        let row = |i: u32| UsageRow {
+            id: format!("u_{i}"),
+            request_id: format!("req_{i}"),
+            ts: 1000,
+            key_id: Some("k".into()),
+            surface: "/v1/chat/completions".into(),
+            model: "m".into(),
+            provider: Some("p".into()),
+            upstream_model: None,
+            input_tokens: 3,
+            output_tokens: 4,
+            cached_tokens: 0,
+            cost_usd: Some(0.5),
+            latency_ms: 7,
+            ttft_ms: Some(2),
+            status: 200,
+            error_kind: None,
+        };
+        for i in 0..3 {
+            log.record(&row(i));
+        }
+        log.drain().await.unwrap();
+        assert_eq!(log.pending_bytes(), 0);
+        // The same row again (a replay) is not written twice.
+        log.record(&row(1));
+        log.drain().await.unwrap();
+        let got = query(&store, &UsageQuery::default()).await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(spend_since(&store, "k", 0).await.unwrap(), 1.5);
+        let g = query(
+            &store,
+            &UsageQuery {
+                group_by: Some("key".into()),
+                ..UsageQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(g[0]["requests"], 3);
+        assert_eq!(g[0]["output_tokens"], 12);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
