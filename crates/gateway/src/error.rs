@@ -94,6 +94,12 @@ impl Error {
         self
     }
 
+    /// The status an `Upstream` error is answered with.
+    pub fn with_status(mut self, s: StatusCode) -> Error {
+        self.status = Some(s);
+        self
+    }
+
     pub fn with_retry_after(mut self, d: Duration) -> Error {
         self.set_retry_after(Some(d));
         self

@@ -570,3 +570,67 @@ async fn azure_deployments_get_their_path_version_and_api_key() {
     assert_eq!(sent.header("authorization"), Some("Bearer az-secret"));
     assert_eq!(sent.header("api-key"), None);
 }
+
+#[tokio::test]
+async fn presets_give_url_key_tier_and_quirks_from_one_table() {
+    let mock = MockServer::start_with_state(mock_upstream::MockState::with_require_key("mi-secret"))
+        .await
+        .unwrap();
+    // `mistral`: the key from MISTRAL_API_KEY, OpenAI-only fields left out, the cap renamed; the
+    // base URL from config wins over the preset's. `ollama`: the local tier, its default URL.
+    let cfg = format!(
+        "[server]\naddress = \"127.0.0.1:0\"\n[auth]\nmaster_key = \"{}\"\n\
+         [providers.mi]\nkind = \"openai\"\npreset = \"mistral\"\nbase_url = \"{}/v1\"\n\
+         [providers.ol]\nkind = \"openai\"\npreset = \"ollama\"\n\
+         [models.mistral-small]\nprovider = \"mi\"\nmodel = \"mock-ok\"\n\
+         [models.llama-local]\nprovider = \"ol\"\nmodel = \"llama3.2\"\n",
+        common::KEY,
+        mock.base_url(),
+    );
+    let gw = Gateway::start_with_env(&cfg, &[("MISTRAL_API_KEY", "mi-secret")]).await;
+    let (st, h, body) = gw
+        .chat(
+            &json!({"model": "mistral-small", "max_completion_tokens": 7, "logit_bias": {"50256": -100},
+            "user": "u1", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(h["x-switchyard-tier"], "cloud");
+    let sent = mock.state.last_request().unwrap();
+    assert_eq!(sent.header("authorization"), Some("Bearer mi-secret"));
+    let b = sent.body;
+    assert_eq!(b["max_tokens"], json!(7), "{b}");
+    for f in ["max_completion_tokens", "logit_bias", "user"] {
+        assert!(b.get(f).is_none(), "{f} was sent: {b}");
+    }
+    // Streaming: no stream_options for an upstream that refuses them.
+    let mut s = chat_body("mistral-small", "hi");
+    s["stream"] = json!(true);
+    let (st, _, _) = gw.chat_stream(&s).await;
+    assert_eq!(st, 200);
+    let b = mock.state.last_request().unwrap().body;
+    assert!(b.get("stream_options").is_none(), "{b}");
+    // The ollama preset: local tier, at Ollama's default address.
+    let (_, _, models) = common::send(gw.get("/v1/models")).await;
+    let local = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "llama-local")
+        .unwrap();
+    assert_eq!(local["tiers"], json!(["local"]), "{local}");
+    // A preset that does not exist is a config error naming the known ones.
+    let (ok, _, err) = common::run_cli(
+        &[
+            std::ffi::OsStr::new("check-config"),
+            common::TempDir::new()
+                .write(
+                    "bad.toml",
+                    "[providers.x]\nkind = \"openai\"\npreset = \"nope\"\n",
+                )
+                .as_os_str(),
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("groq"), "{err}");
+}

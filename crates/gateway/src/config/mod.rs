@@ -304,12 +304,16 @@ pub enum ProviderKind {
     Anthropic,
     /// Azure OpenAI: `{base_url}/openai/deployments/{model}/…?api-version=…`, key in `api-key`.
     Azure,
+    /// A command-line model client run per request (Claude Code, Codex, Gemini CLI, any program).
+    Cli,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
+    /// The API root (not for `cli`; a `preset` gives a default).
+    #[serde(default = "no_url")]
     pub base_url: Spanned<String>,
     #[serde(default)]
     pub api_key: Option<String>,
@@ -342,6 +346,39 @@ pub struct ProviderConfig {
     /// Azure: send the key as `Authorization: Bearer` (an Entra ID token) instead of `api-key`.
     #[serde(default)]
     pub bearer: bool,
+    /// `cli`: claude | codex | gemini | command.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// `cli`: the program (default from the preset), looked up on PATH.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// `cli`: extra arguments; `{prompt}` is the rendered conversation (else it goes to stdin),
+    /// `{model}` the deployment's model.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `cli`: environment of each run, beside an allow-list of the gateway's (PATH, HOME, LANG, …).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `cli`: runs at once (default 1); more requests queue.
+    #[serde(default)]
+    pub max_parallel: Option<u32>,
+    /// `cli`: requests that may wait for a run (default 16); one more is 503 with Retry-After.
+    #[serde(default)]
+    pub queue: Option<usize>,
+}
+
+impl ProviderConfig {
+    /// The OpenAI-compatible preset this provider names, if any.
+    pub fn openai_preset(&self) -> Option<&'static crate::providers::presets::OpenAiPreset> {
+        match self.kind {
+            ProviderKind::Openai => self.preset.as_deref().and_then(crate::providers::presets::find),
+            _ => None,
+        }
+    }
+}
+
+fn no_url() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
 }
 
 fn default_timeout() -> u64 {
@@ -574,8 +611,45 @@ impl Config {
                     hint: Some("give this provider another name".into()),
                 });
             }
+            if p.kind == ProviderKind::Cli {
+                let preset = p.preset.as_deref().unwrap_or("command");
+                let Some(preset) = crate::providers::cli::Preset::parse(preset) else {
+                    return Err(ConfigError {
+                        file: file.to_string(),
+                        line: 0,
+                        column: 0,
+                        message: format!("providers.{name}.preset `{preset}` is not a CLI preset"),
+                        hint: Some("use claude, codex, gemini or command".into()),
+                    });
+                };
+                if p.command.is_none() && preset.default_command().is_none() {
+                    return Err(ConfigError {
+                        file: file.to_string(),
+                        line: 0,
+                        column: 0,
+                        message: format!("providers.{name}: preset = \"command\" needs `command`"),
+                        hint: Some("command = \"/path/to/program\"".into()),
+                    });
+                }
+                continue;
+            }
+            if let Some(preset) = p.preset.as_deref()
+                && p.kind == ProviderKind::Openai
+                && crate::providers::presets::find(preset).is_none()
+            {
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("providers.{name}.preset `{preset}` is not an OpenAI-compatible preset"),
+                    hint: Some(format!("one of: {}", crate::providers::presets::names())),
+                });
+            }
+            // A preset gives the URL when the config leaves it out.
             let url = p.base_url.get_ref();
+            let from_preset = url.is_empty() && p.openai_preset().is_some();
             match reqwest::Url::parse(url) {
+                _ if from_preset => {}
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
                 _ => {
                     return Err(at(

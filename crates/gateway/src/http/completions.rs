@@ -71,6 +71,13 @@ async fn attempt_completion(
                 cand.entry.public_name
             ),
         )),
+        Provider::Cli(_) => Err(Error::invalid_param(
+            "model",
+            format!(
+                "The model `{}` is served by a CLI agent, which has no legacy completions; use /v1/chat/completions or /v1/messages.",
+                cand.entry.public_name
+            ),
+        )),
     }
 }
 
@@ -469,11 +476,12 @@ async fn attempt_embedding(
             }
             Ok(Embedded::Upstream(v))
         }
-        Provider::Anthropic(_) => Err(Error::invalid_param(
+        Provider::Anthropic(_) | Provider::Cli(_) => Err(Error::invalid_param(
             "model",
             format!(
-                "The model `{}` is served by Anthropic, which has no embeddings.",
-                cand.entry.public_name
+                "The model `{}` is served by {}, which has no embeddings.",
+                cand.entry.public_name,
+                dep.provider.name()
             ),
         )),
         Provider::Local(p) => {

@@ -2,9 +2,11 @@
 //! canonical events; a provider that speaks the caller's own dialect also offers a raw fast path.
 
 pub mod anthropic;
+pub mod cli;
 pub mod http_client;
 pub mod local;
 pub mod openai;
+pub mod presets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{Error, Result};
 
 pub use anthropic::AnthropicProvider;
+pub use cli::CliProvider;
 pub use local::LocalProvider;
 pub use openai::OpenAiProvider;
 
@@ -53,9 +56,20 @@ pub struct ProviderOptions {
 
 impl ProviderOptions {
     pub fn from_config(c: &ProviderConfig) -> ProviderOptions {
+        let preset = c.openai_preset();
+        let base_url = match (c.base_url.get_ref().is_empty(), preset) {
+            (true, Some(p)) => p.base_url.to_string(),
+            _ => c.base_url.get_ref().clone(),
+        };
+        let api_key = c.api_key.clone().or_else(|| {
+            preset
+                .and_then(|p| p.api_key_env)
+                .and_then(|k| std::env::var(k).ok())
+                .filter(|k| !k.is_empty())
+        });
         ProviderOptions {
-            base_url: c.base_url.get_ref().clone(),
-            api_key: c.api_key.clone(),
+            base_url,
+            api_key,
             timeout: Duration::from_millis(c.timeout_ms),
             connect_timeout: Duration::from_millis(c.connect_timeout_ms),
             idle_timeout: Duration::from_millis(c.idle_timeout_ms),
@@ -83,19 +97,47 @@ pub enum Provider {
     OpenAi(Arc<OpenAiProvider>),
     Anthropic(Arc<AnthropicProvider>),
     Local(Arc<LocalProvider>),
+    Cli(Arc<CliProvider>),
 }
 
 impl Provider {
     pub fn from_config(name: &str, c: &ProviderConfig) -> Result<Provider> {
         let opts = ProviderOptions::from_config(c);
         match c.kind {
-            ProviderKind::Openai => Ok(Provider::OpenAi(Arc::new(OpenAiProvider::new(name, &opts)?))),
+            ProviderKind::Openai => {
+                let mut p = OpenAiProvider::new(name, &opts)?;
+                if let Some(preset) = c.openai_preset() {
+                    p = p.with_quirks(preset.quirks);
+                }
+                Ok(Provider::OpenAi(Arc::new(p)))
+            }
             ProviderKind::Azure => Ok(Provider::OpenAi(Arc::new(OpenAiProvider::azure(
                 name,
                 &opts,
                 c.api_version.as_deref().unwrap_or(openai::AZURE_API_VERSION),
                 c.bearer,
             )?))),
+            ProviderKind::Cli => {
+                let preset = cli::Preset::parse(c.preset.as_deref().unwrap_or("command"))
+                    .ok_or_else(|| Error::internal(format!("providers.{name}: unknown CLI preset")))?;
+                let command = c
+                    .command
+                    .clone()
+                    .or_else(|| preset.default_command().map(String::from))
+                    .ok_or_else(|| Error::internal(format!("providers.{name}: no command")))?;
+                Ok(Provider::Cli(Arc::new(CliProvider::new(
+                    name,
+                    cli::CliOptions {
+                        preset,
+                        command,
+                        args: c.args.clone(),
+                        env: c.env.clone(),
+                        timeout: Duration::from_millis(c.timeout_ms),
+                        max_parallel: c.max_parallel.unwrap_or(1) as usize,
+                        queue: c.queue.unwrap_or(16),
+                    },
+                ))))
+            }
             ProviderKind::Anthropic => Ok(Provider::Anthropic(Arc::new(AnthropicProvider::new(
                 name,
                 &opts,
@@ -110,6 +152,7 @@ impl Provider {
             Provider::OpenAi(p) => p.name(),
             Provider::Anthropic(p) => p.name(),
             Provider::Local(_) => local::NAME,
+            Provider::Cli(p) => p.name(),
         }
     }
 
@@ -118,6 +161,7 @@ impl Provider {
             Provider::OpenAi(_) => "openai",
             Provider::Anthropic(_) => "anthropic",
             Provider::Local(_) => "local",
+            Provider::Cli(_) => "cli",
         }
     }
 
@@ -126,7 +170,7 @@ impl Provider {
         match self {
             Provider::OpenAi(p) => Some(p.http().probe(&p.models_path(), timeout).await),
             Provider::Anthropic(p) => Some(p.http().probe("models", timeout).await),
-            Provider::Local(_) => None,
+            Provider::Local(_) | Provider::Cli(_) => None,
         }
     }
 
@@ -136,6 +180,7 @@ impl Provider {
             Provider::OpenAi(p) => p.chat(req, upstream_model).await,
             Provider::Anthropic(p) => p.chat(req, upstream_model).await,
             Provider::Local(p) => p.chat(req),
+            Provider::Cli(p) => p.chat(req, upstream_model).await,
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct OpenAiProvider {
     http: HttpUpstream,
     /// Azure OpenAI: the `api-version`; paths become `openai/deployments/{model}/{path}?api-version=…`.
     azure_api_version: Option<String>,
+    /// How this upstream's dialect differs (from its preset).
+    quirks: super::presets::Quirks,
 }
 
 impl OpenAiProvider {
@@ -35,7 +37,13 @@ impl OpenAiProvider {
         Ok(OpenAiProvider {
             http: HttpUpstream::new(name, opts, headers)?,
             azure_api_version: None,
+            quirks: super::presets::Quirks::default(),
         })
+    }
+
+    pub fn with_quirks(mut self, q: super::presets::Quirks) -> OpenAiProvider {
+        self.quirks = q;
+        self
     }
 
     /// Azure OpenAI: the same wire format, with the deployment in the path, the version in the query,
@@ -62,6 +70,7 @@ impl OpenAiProvider {
         Ok(OpenAiProvider {
             http: HttpUpstream::new(name, opts, headers)?,
             azure_api_version: Some(api_version.to_string()),
+            quirks: super::presets::Quirks::default(),
         })
     }
 
@@ -122,6 +131,7 @@ impl OpenAiProvider {
                 o.insert("include_usage".into(), Value::Bool(true));
             }
         }
+        self.quirks.apply(body);
         let bytes = serde_json::to_vec(&*body).map_err(|e| Error::internal(e.to_string()))?;
         let resp = self
             .post(&self.path_for(path, upstream_model), bytes, deadline)

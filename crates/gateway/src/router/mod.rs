@@ -93,6 +93,7 @@ impl Deployment {
         probe: Arc<Probe>,
     ) -> Deployment {
         let local = matches!(provider, Provider::Local(_));
+        let cli = matches!(provider, Provider::Cli(_));
         let id = format!("{}/{}", provider.name(), upstream_model);
         Deployment {
             header_values: DeploymentHeaders {
@@ -104,6 +105,9 @@ impl Deployment {
             id,
             price: if local {
                 Some(Price::FREE)
+            } else if cli {
+                // A CLI bills its own way (a subscription); a configured price still applies.
+                None
             } else {
                 price::lookup(&upstream_model)
             },
@@ -113,10 +117,11 @@ impl Deployment {
             weight: 1,
             context_length: None,
             // The engine parses no tool calls and follows no schema yet; remote providers are trusted.
+            // CLIs get the caller's tools described in the prompt, and no images or schemas.
             supports: Supports {
                 tools: !local,
-                images: !local,
-                json_schema: !local,
+                images: !local && !cli,
+                json_schema: !local && !cli,
             },
             max_parallel: None,
             health: Health::new(routing.breaker.clone(), probe),
@@ -126,6 +131,7 @@ impl Deployment {
     pub fn busy(&self) -> bool {
         self.max_parallel.is_some_and(|m| self.health.in_flight() >= m)
             || matches!(&self.provider, Provider::Local(p) if p.is_saturated())
+            || matches!(&self.provider, Provider::Cli(p) if p.is_busy())
     }
 }
 
@@ -281,7 +287,11 @@ impl Catalog {
             return Ok(d.clone());
         }
         let pc = config.providers.get(pname);
-        let tier = dc.tier.or(pc.and_then(|p| p.tier)).unwrap_or(Tier::Cloud);
+        let default_tier = match provider {
+            Provider::Cli(_) => Tier::Cli,
+            _ => pc.and_then(|p| p.openai_preset()).map_or(Tier::Cloud, |p| p.tier),
+        };
+        let tier = dc.tier.or(pc.and_then(|p| p.tier)).unwrap_or(default_tier);
         let probe = probes.get(pname).cloned().unwrap_or_default();
         let mut d = Deployment::new(provider.clone(), upstream, tier, &self.routing, probe);
         d.weight = dc.weight.unwrap_or(1).max(1);
