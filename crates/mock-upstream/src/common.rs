@@ -16,6 +16,10 @@ use crate::state::MockState;
 pub enum Dialect {
     OpenAi,
     Anthropic,
+    /// Google Gemini (Generative Language API): `{"error": {"code", "message", "status"}}`.
+    Gemini,
+    /// AWS Bedrock Runtime: `{"message"}` plus an `x-amzn-errortype` header.
+    Bedrock,
 }
 
 pub fn now_secs() -> u64 {
@@ -55,9 +59,46 @@ fn anthropic_error_type(status: u16) -> &'static str {
     }
 }
 
+/// Google's canonical status name for an HTTP status.
+pub fn gemini_status(status: u16) -> &'static str {
+    match status {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "NOT_IMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        s if s >= 500 => "INTERNAL",
+        _ => "FAILED_PRECONDITION",
+    }
+}
+
+/// The AWS error type (`x-amzn-errortype`, without the `:namespace` suffix) for an HTTP status.
+pub fn bedrock_error_type(status: u16) -> &'static str {
+    match status {
+        400 => "ValidationException",
+        403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        408 => "ModelTimeoutException",
+        424 => "ModelErrorException",
+        429 => "ThrottlingException",
+        503 => "ServiceUnavailableException",
+        s if s >= 500 => "InternalServerException",
+        _ => "ValidationException",
+    }
+}
+
 /// The dialect's error envelope as JSON.
 pub fn error_body(dialect: Dialect, status: u16, message: &str) -> Value {
     match dialect {
+        Dialect::Gemini => {
+            json!({"error": {"code": status, "message": message, "status": gemini_status(status)}})
+        }
+        Dialect::Bedrock => json!({"message": message}),
         Dialect::OpenAi => {
             let (ty, code) = openai_error_kind(status);
             json!({"error": {"message": message, "type": ty, "param": null, "code": code}})
@@ -71,9 +112,16 @@ pub fn error_body(dialect: Dialect, status: u16, message: &str) -> Value {
 /// An error response with the dialect's envelope (and `Retry-After` when given).
 pub fn error_response(dialect: Dialect, status: u16, message: &str, retry_after: Option<u64>) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = Response::new(Body::from(
-        error_body(dialect, code.as_u16(), message).to_string(),
-    ));
+    let mut body = error_body(dialect, code.as_u16(), message);
+    if dialect == Dialect::Gemini
+        && let (Some(secs), Some(err)) = (retry_after, body.get_mut("error").and_then(Value::as_object_mut))
+    {
+        err.insert(
+            "details".into(),
+            json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{secs}s")}]),
+        );
+    }
+    let mut resp = Response::new(Body::from(body.to_string()));
     *resp.status_mut() = code;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -83,8 +131,17 @@ pub fn error_response(dialect: Dialect, status: u16, message: &str, retry_after:
     if dialect == Dialect::Anthropic && status == 429 {
         h.insert("x-should-retry", HeaderValue::from_static("true"));
     }
+    if dialect == Dialect::Bedrock {
+        let ty = bedrock_error_type(code.as_u16());
+        if let Ok(v) = HeaderValue::from_str(&format!("{ty}:{BEDROCK_ERROR_NAMESPACE}")) {
+            h.insert("x-amzn-errortype", v);
+        }
+    }
     resp
 }
+
+/// What AWS appends to `x-amzn-errortype` after the `:` for Bedrock's own errors.
+pub const BEDROCK_ERROR_NAMESPACE: &str = "http://internal.amazon.com/coral/com.amazon.bedrock/";
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -96,6 +153,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn check_auth(state: &MockState, dialect: Dialect, headers: &HeaderMap) -> Option<Response> {
     let key = state.require_key()?;
     let ok = match dialect {
+        // Their handlers check credentials themselves (query-string key, SigV4).
+        Dialect::Gemini | Dialect::Bedrock => true,
         // Azure OpenAI sends its key in `api-key`.
         Dialect::OpenAi => {
             bearer(headers) == Some(key.as_str())
@@ -113,7 +172,7 @@ fn check_auth(state: &MockState, dialect: Dialect, headers: &HeaderMap) -> Optio
         Dialect::OpenAi => {
             "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
         }
-        Dialect::Anthropic => "invalid x-api-key",
+        Dialect::Anthropic | Dialect::Gemini | Dialect::Bedrock => "invalid x-api-key",
     };
     Some(error_response(dialect, 401, msg, None))
 }
@@ -137,6 +196,27 @@ pub async fn prelude(
     if let Some(resp) = check_auth(state, dialect, headers) {
         return Err(resp);
     }
+    prelude_checked(state, dialect, headers, raw, None).await
+}
+
+/// The message of an injected `status=NNN` error.
+fn injected_message(dialect: Dialect, status: u16) -> String {
+    match (dialect, status) {
+        (Dialect::Bedrock, 429) => "Too many requests, please wait before trying again.".to_string(),
+        (Dialect::Gemini, 429) => "Resource has been exhausted (e.g. check quota).".to_string(),
+        _ => format!("mock: injected error status {status}"),
+    }
+}
+
+/// [`prelude`] after authentication (which the caller did): JSON parse → options (from `model`,
+/// else the body's `model` field) → `hang` → `ttfb` → `status`.
+pub async fn prelude_checked(
+    state: &MockState,
+    dialect: Dialect,
+    headers: &HeaderMap,
+    raw: Option<&[u8]>,
+    model: Option<&str>,
+) -> Result<Ctx, Response> {
     let body = match raw {
         None => Value::Null,
         Some(raw) => match serde_json::from_slice::<Value>(raw) {
@@ -155,12 +235,17 @@ pub async fn prelude(
                         "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. {e})"
                     ),
                     Dialect::Anthropic => format!("There was an error parsing the body: {e}"),
+                    Dialect::Gemini => format!("Invalid JSON payload received. {e}"),
+                    Dialect::Bedrock => {
+                        format!("Malformed input request: {e}, please reformat your input and try again.")
+                    }
                 };
                 return Err(error_response(dialect, 400, &msg, None));
             }
         },
     };
-    let mut opts = Opts::from_request(headers, body.get("model").and_then(Value::as_str));
+    let model = model.or_else(|| body.get("model").and_then(Value::as_str));
+    let mut opts = Opts::from_request(headers, model);
     opts.fill(&state.defaults());
     if opts.flag("hang") {
         state.closed().await;
@@ -170,7 +255,7 @@ pub async fn prelude(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if let Some(status) = opts.num("status").filter(|s| (400..=999).contains(s)) {
-        let msg = format!("mock: injected error status {status}");
+        let msg = injected_message(dialect, status as u16);
         return Err(error_response(
             dialect,
             status as u16,
@@ -255,6 +340,17 @@ impl Finish {
             Finish::Stop => "end_turn",
             Finish::Length => "max_tokens",
             Finish::ToolCalls => "tool_use",
+        }
+    }
+    /// Bedrock Converse's `stopReason` (the same names as Anthropic's).
+    pub fn bedrock(self) -> &'static str {
+        self.anthropic()
+    }
+    /// Gemini's `finishReason` (function calls finish with `STOP` too).
+    pub fn gemini(self) -> &'static str {
+        match self {
+            Finish::Stop | Finish::ToolCalls => "STOP",
+            Finish::Length => "MAX_TOKENS",
         }
     }
 }
@@ -347,17 +443,41 @@ impl Plan {
             cached_tokens: opts.num("cache").unwrap_or(0),
         }
     }
+
+    /// Apply a request's output cap (`maxOutputTokens`, `maxTokens`): a text-only answer longer than
+    /// `max` words is cut to `max` words and finishes with [`Finish::Length`].
+    pub fn cap_output(&mut self, max: Option<u64>) {
+        let Some(max) = max else { return };
+        if !self.tools.is_empty() {
+            return;
+        }
+        let Some(text) = &self.text else { return };
+        let n = words(text);
+        if n <= max {
+            return;
+        }
+        let cut = text
+            .split_whitespace()
+            .take(usize::try_from(max).unwrap_or(usize::MAX))
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.text = Some(cut);
+        self.finish = Finish::Length;
+        self.completion_tokens = self.completion_tokens - n + max;
+    }
 }
 
 // ---------------------------------------------------------------- responses with faults
 
 fn with_request_id(mut resp: Response, dialect: Dialect, seq: u64) -> Response {
-    let id = format!("req_mock{seq}");
+    let (name, id) = match dialect {
+        Dialect::OpenAi => ("x-request-id", format!("req_mock{seq}")),
+        Dialect::Anthropic => ("request-id", format!("req_mock{seq}")),
+        // Google sends no request id header.
+        Dialect::Gemini => return resp,
+        Dialect::Bedrock => ("x-amzn-requestid", format!("00000000-0000-4000-8000-{seq:012x}")),
+    };
     if let Ok(v) = HeaderValue::from_str(&id) {
-        let name = match dialect {
-            Dialect::OpenAi => "x-request-id",
-            Dialect::Anthropic => "request-id",
-        };
         resp.headers_mut().insert(name, v);
     }
     resp
@@ -449,6 +569,41 @@ pub fn sse_response(
     error_frame: String,
     garbage_frame: &'static str,
 ) -> Response {
+    stream_response(
+        state,
+        dialect,
+        opts,
+        seq,
+        frames,
+        StreamFaultFrames {
+            error: Bytes::from(error_frame),
+            garbage: Bytes::from_static(garbage_frame.as_bytes()),
+        },
+        "text/event-stream; charset=utf-8",
+    )
+}
+
+/// What `error_after` and `garbage` insert into a stream.
+pub struct StreamFaultFrames {
+    pub error: Bytes,
+    pub garbage: Bytes,
+}
+
+/// A streamed 200 of `frames` (any framing) with `delay` between them and the stream faults
+/// `drop_after`, `hang_after`, `error_after`, `garbage` applied.
+pub fn stream_response(
+    state: &MockState,
+    dialect: Dialect,
+    opts: &Opts,
+    seq: u64,
+    frames: Vec<Frame>,
+    faults: StreamFaultFrames,
+    content_type: &'static str,
+) -> Response {
+    let StreamFaultFrames {
+        error: error_frame,
+        garbage: garbage_frame,
+    } = faults;
     let last_content = frames.iter().rposition(|f| f.content);
     let fault = if let Some(n) = opts.num("drop_after") {
         Some((n, 0))
@@ -468,7 +623,7 @@ pub fn sse_response(
                 steps.push(match kind {
                     0 => Step::Abort,
                     1 => Step::Hang,
-                    _ => Step::Emit(Bytes::from(error_frame)),
+                    _ => Step::Emit(error_frame),
                 });
                 break;
             }
@@ -478,7 +633,7 @@ pub fn sse_response(
         }
         steps.push(Step::Emit(f.bytes));
         if garbage && i == garbage_at {
-            steps.push(Step::Emit(Bytes::from_static(garbage_frame.as_bytes())));
+            steps.push(Step::Emit(garbage_frame.clone()));
         }
     }
     let delay = Duration::from_millis(opts.num("delay").unwrap_or(0));
@@ -507,10 +662,7 @@ pub fn sse_response(
     });
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     with_request_id(resp, dialect, seq)
 }

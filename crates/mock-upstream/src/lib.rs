@@ -1,4 +1,4 @@
-//! Realistic fake of the OpenAI and Anthropic HTTP APIs for the gateway's tests and benchmarks.
+//! Realistic fake of the OpenAI, Anthropic, Google Gemini and AWS Bedrock (Converse) HTTP APIs for the gateway's tests and benchmarks.
 //!
 //! Behaviour is chosen per request, either by `x-mock-<option>: value` headers or by a model-name
 //! suffix such as `mock-ok+tokens=5+delay=10` (a bare `+flag` means true; headers win). See the
@@ -14,9 +14,12 @@
 //! ```
 
 mod anthropic;
+mod bedrock;
 mod common;
+mod gemini;
 mod openai;
 mod opts;
+mod sigv4;
 mod state;
 
 use std::net::SocketAddr;
@@ -32,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use bedrock::event_stream_message;
 pub use common::{REASONING_TEXT, TOOL_PREFACE, error_body, pieces, words};
 pub use openai::{MODELS, embedding_for_text, embedding_for_tokens};
 pub use opts::{Opts, base_model};
@@ -43,10 +47,20 @@ pub use state::{MAX_RECORDED, MockState, RecordedRequest};
 /// Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`,
 /// `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/messages`, `POST /v1/messages/count_tokens`.
 ///
+/// Google Gemini (model options in the path segment): `POST /v1beta/models/{model}:generateContent`,
+/// `:streamGenerateContent` (`?alt=sse`: SSE; else a streamed JSON array), `:embedContent`,
+/// `:batchEmbedContents`, `:countTokens`; recorded as `POST /v1beta/models:<method>`.
+///
+/// AWS Bedrock Runtime (model id URL-encoded in the path): `POST /model/{modelId}/converse` and
+/// `POST /model/{modelId}/converse-stream` (binary event stream); recorded as `POST /model/converse`
+/// and `POST /model/converse-stream`. SigV4 is verified when [`MockState::with_aws_credentials`] is set.
+///
 /// Options (`x-mock-<opt>` header or `model+opt=val`): `ttfb`, `delay`, `tokens`, `status`,
 /// `retry_after`, `drop_after`, `hang`, `hang_after`, `error_after`, `garbage`, `truncate`, `tools`,
 /// `interleave`, `notext`, `thinking`, `redacted`, `finish=length`, `echo_request`, `cache`, `html` (a 200
-/// HTML page instead of the API).
+/// HTML page instead of the API); Bedrock streams also `badcrc` (one event's message CRC is wrong;
+/// `badcrc=prelude`: its prelude CRC) and `exception=<type>` (the `error_after` exception, default
+/// `throttlingException`).
 pub fn router(state: MockState) -> Router {
     let api: Router<MockState> = Router::new()
         .route("/chat/completions", post(openai::chat_completions))
@@ -74,6 +88,12 @@ pub fn router(state: MockState) -> Router {
             post(openai::embeddings),
         )
         .route("/openai/models", get(openai::list_models))
+        .route("/v1beta/models/{*rest}", post(gemini::models_post))
+        .route("/model/{model_id}/converse", post(bedrock::converse))
+        .route(
+            "/model/{model_id}/converse-stream",
+            post(bedrock::converse_stream),
+        )
         .nest("/v1", api.clone())
         .merge(api)
         .fallback(fallback)

@@ -1,4 +1,4 @@
-//! `mock-upstream --listen 127.0.0.1:9001 [--require-key KEY]`
+//! `mock-upstream --listen 127.0.0.1:9001 [--require-key KEY] [--aws-credentials AKID:SECRET]`
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -10,15 +10,28 @@ use mock_upstream::{MockState, router};
 #[derive(Parser, Debug)]
 #[command(
     name = "mock-upstream",
-    about = "Fake OpenAI / Anthropic upstream for tests and benchmarks"
+    about = "Fake OpenAI / Anthropic / Gemini / Bedrock upstream for tests and benchmarks"
 )]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the real one is printed).
     #[arg(long, default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
-    /// Require this API key (OpenAI: `Authorization: Bearer KEY`; Anthropic: `x-api-key: KEY`).
+    /// Require this API key (OpenAI: `Authorization: Bearer KEY`; Anthropic: `x-api-key: KEY`;
+    /// Gemini: `x-goog-api-key: KEY` or `?key=KEY`).
     #[arg(long, env = "MOCK_UPSTREAM_REQUIRE_KEY")]
     require_key: Option<String>,
+    /// Verify AWS SigV4 signatures on the Bedrock routes with this access key id and secret.
+    #[arg(long, env = "MOCK_UPSTREAM_AWS_CREDENTIALS", value_name = "AKID:SECRET", value_parser = parse_aws_credentials)]
+    aws_credentials: Option<(String, String)>,
+}
+
+fn parse_aws_credentials(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((akid, secret)) if !akid.is_empty() && !secret.is_empty() => {
+            Ok((akid.to_string(), secret.to_string()))
+        }
+        _ => Err("expected ACCESS_KEY_ID:SECRET_ACCESS_KEY".to_string()),
+    }
 }
 
 #[tokio::main]
@@ -30,6 +43,7 @@ async fn main() -> std::io::Result<()> {
         .try_init();
     let state = MockState::new();
     state.set_require_key(args.require_key);
+    state.set_aws_credentials(args.aws_credentials);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     {

@@ -599,7 +599,7 @@ fn dialect_of(headers: &HeaderMap) -> Dialect {
 
 fn model_obj(dialect: Dialect, id: &str) -> Value {
     match dialect {
-        Dialect::OpenAi => {
+        Dialect::OpenAi | Dialect::Gemini | Dialect::Bedrock => {
             json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "mock-upstream"})
         }
         Dialect::Anthropic => {
@@ -622,7 +622,7 @@ pub async fn list_models(
     };
     let data: Vec<Value> = MODELS.iter().map(|m| model_obj(dialect, m)).collect();
     let resp = match dialect {
-        Dialect::OpenAi => json!({"object": "list", "data": data}),
+        Dialect::OpenAi | Dialect::Gemini | Dialect::Bedrock => json!({"object": "list", "data": data}),
         Dialect::Anthropic => json!({
             "data": data, "has_more": false,
             "first_id": MODELS.first(), "last_id": MODELS.last(),

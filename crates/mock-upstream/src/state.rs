@@ -38,6 +38,7 @@ struct Inner {
     requests: Mutex<VecDeque<RecordedRequest>>,
     seq: AtomicU64,
     require_key: RwLock<Option<String>>,
+    aws_credentials: RwLock<Option<(String, String)>>,
     defaults: RwLock<BTreeMap<String, String>>,
     closed: watch::Sender<bool>,
 }
@@ -70,6 +71,7 @@ impl MockState {
                 requests: Mutex::new(VecDeque::new()),
                 seq: AtomicU64::new(0),
                 require_key: RwLock::new(None),
+                aws_credentials: RwLock::new(None),
                 defaults: RwLock::new(BTreeMap::new()),
                 closed: watch::Sender::new(false),
             }),
@@ -77,7 +79,8 @@ impl MockState {
     }
 
     /// A state whose routes demand this API key (OpenAI: `Authorization: Bearer KEY`;
-    /// Anthropic: `x-api-key: KEY` or Bearer).
+    /// Anthropic: `x-api-key: KEY` or Bearer; Gemini: `x-goog-api-key: KEY` or `?key=KEY`).
+    /// Bedrock routes are governed by [`MockState::with_aws_credentials`] instead.
     pub fn with_require_key(key: impl Into<String>) -> Self {
         let s = Self::new();
         s.set_require_key(Some(key.into()));
@@ -90,6 +93,29 @@ impl MockState {
 
     pub fn require_key(&self) -> Option<String> {
         self.inner.require_key.read().clone()
+    }
+
+    /// A state whose Bedrock routes demand AWS SigV4 signatures made with this access key id and
+    /// secret access key (service `bedrock`, any region). See [`MockState::set_aws_credentials`].
+    pub fn with_aws_credentials(
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        let s = Self::new();
+        s.set_aws_credentials(Some((access_key_id.into(), secret_access_key.into())));
+        s
+    }
+
+    /// `Some((access_key_id, secret_access_key))`: every Bedrock request must carry a valid SigV4
+    /// `Authorization` (or `Authorization: Bearer <require_key>`, Bedrock's API keys, when a
+    /// require_key is set too). `None` (the default): Bedrock routes accept any credentials.
+    pub fn set_aws_credentials(&self, creds: Option<(String, String)>) {
+        *self.inner.aws_credentials.write() = creds;
+    }
+
+    /// The configured `(access_key_id, secret_access_key)`, if any.
+    pub fn aws_credentials(&self) -> Option<(String, String)> {
+        self.inner.aws_credentials.read().clone()
     }
 
     /// Options applied to every request that does not set them itself (e.g. `status=500` to make the

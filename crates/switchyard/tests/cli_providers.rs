@@ -122,6 +122,45 @@ fn gone(pid: u32) -> bool {
     }
 }
 
+/// Zombie processes whose parent is `parent` (children it never reaped).
+fn zombies_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: the fields after the last `)`.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<u32>().ok()));
+        if state == Some("Z") && ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits until the gateway has reaped every child it ran.
+async fn no_zombies(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let z = zombies_of(gw.pid());
+        if z.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zombie children of the gateway remain: {z:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn recorded_pids(dir: &TempDir) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir.0.join("pids")).unwrap().flatten() {
@@ -274,6 +313,7 @@ async fn a_hung_cli_is_killed_at_the_deadline_with_its_children() {
     assert_eq!(st, 504, "{v}");
     assert!(t.elapsed() < Duration::from_secs(5));
     wait_gone(&dir, Duration::from_secs(3)).await;
+    no_zombies(&gw).await;
 }
 
 #[tokio::test]
@@ -297,6 +337,7 @@ async fn a_client_that_goes_away_kills_the_run() {
     }
     // The request future is dropped here: the connection closes.
     wait_gone(&dir, Duration::from_secs(3)).await;
+    no_zombies(&gw).await;
 }
 
 #[tokio::test]
@@ -342,6 +383,7 @@ async fn auto_uses_the_cli_tier_then_the_cloud_when_it_is_busy_or_banned() {
     assert!(h.contains_key("retry-after"));
     let _ = hang.await;
     wait_gone(&dir, Duration::from_secs(3)).await;
+    no_zombies(&gw).await;
 
     // Banned: a usage limit moves this request to the cloud, and the next ones too.
     let (st, h, v) = gw.chat(&chat_body("auto", "usage-limit")).await;

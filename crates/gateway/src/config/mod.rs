@@ -306,6 +306,10 @@ pub enum ProviderKind {
     Azure,
     /// A command-line model client run per request (Claude Code, Codex, Gemini CLI, any program).
     Cli,
+    /// Google Gemini's own API (`generateContent`), key in `x-goog-api-key`.
+    Gemini,
+    /// AWS Bedrock's Converse API, signed with SigV4.
+    Bedrock,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,6 +369,16 @@ pub struct ProviderConfig {
     /// `cli`: requests that may wait for a run (default 16); one more is 503 with Retry-After.
     #[serde(default)]
     pub queue: Option<usize>,
+    /// `bedrock`: the AWS region (default `AWS_REGION`, else us-east-1).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `bedrock`: credentials (default `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+    #[serde(default)]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key: Option<String>,
+    #[serde(default)]
+    pub aws_session_token: Option<String>,
 }
 
 impl ProviderConfig {
@@ -647,7 +661,9 @@ impl Config {
             }
             // A preset gives the URL when the config leaves it out.
             let url = p.base_url.get_ref();
-            let from_preset = url.is_empty() && p.openai_preset().is_some();
+            let from_preset = url.is_empty()
+                && (p.openai_preset().is_some()
+                    || matches!(p.kind, ProviderKind::Gemini | ProviderKind::Bedrock));
             match reqwest::Url::parse(url) {
                 _ if from_preset => {}
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}

@@ -454,7 +454,7 @@ async fn count_inner(
                 .map_err(|e| Error::internal(format!("token counting failed: {e}")))??;
             (n, "exact")
         }
-        Provider::OpenAi(_) | Provider::Cli(_) => {
+        Provider::OpenAi(_) | Provider::Cli(_) | Provider::Gemini(_) | Provider::Bedrock(_) => {
             let canonical = count_request(obj)?;
             let n = tokio::task::spawn_blocking(move || estimate_tokens(&canonical))
                 .await

@@ -71,11 +71,12 @@ async fn attempt_completion(
                 cand.entry.public_name
             ),
         )),
-        Provider::Cli(_) => Err(Error::invalid_param(
+        Provider::Cli(_) | Provider::Gemini(_) | Provider::Bedrock(_) => Err(Error::invalid_param(
             "model",
             format!(
-                "The model `{}` is served by a CLI agent, which has no legacy completions; use /v1/chat/completions or /v1/messages.",
-                cand.entry.public_name
+                "The model `{}` is served by {}, which has no legacy completions; use /v1/chat/completions or /v1/messages.",
+                cand.entry.public_name,
+                dep.provider.name()
             ),
         )),
     }
@@ -476,7 +477,22 @@ async fn attempt_embedding(
             }
             Ok(Embedded::Upstream(v))
         }
-        Provider::Anthropic(_) | Provider::Cli(_) => Err(Error::invalid_param(
+        Provider::Gemini(p) => {
+            let Inputs::Texts(texts) = &req.input else {
+                return Err(Error::invalid_param(
+                    "input",
+                    "Gemini embeds text; send strings, not token arrays.",
+                ));
+            };
+            let vectors = p.embed(texts, &dep.upstream_model, req.dimensions).await?;
+            // Gemini reports no token count for embeddings: the gateway's estimate stands in.
+            let tokens = texts
+                .iter()
+                .map(|t| plan::estimate_tokens(&Value::String(t.clone())))
+                .sum();
+            Ok(Embedded::Local(vectors, tokens))
+        }
+        Provider::Anthropic(_) | Provider::Cli(_) | Provider::Bedrock(_) => Err(Error::invalid_param(
             "model",
             format!(
                 "The model `{}` is served by {}, which has no embeddings.",

@@ -454,19 +454,22 @@ pub fn parse_tool_calls(text: &str) -> Option<Vec<(String, String)>> {
     let calls = v.get("tool_calls")?.as_array()?;
     let out: Vec<(String, String)> = calls
         .iter()
-        .filter_map(|c| {
+        .map(|c| {
             let name = c.get("name")?.as_str()?.to_string();
-            let args = c
+            // Arguments must be a JSON object (or a string holding one); anything else means the
+            // answer was not a tool call after all, and it is returned as text.
+            let args = match c
                 .get("arguments")
                 .cloned()
-                .unwrap_or(Value::Object(Default::default()));
-            let args = match args {
-                Value::String(s) => s,
-                other => other.to_string(),
+                .unwrap_or(Value::Object(Default::default()))
+            {
+                Value::String(s) => serde_json::from_str::<Value>(&s).ok().filter(Value::is_object)?,
+                v @ Value::Object(_) => v,
+                _ => return None,
             };
-            Some((name, args))
+            Some((name, args.to_string()))
         })
-        .collect();
+        .collect::<Option<Vec<_>>>()?;
     (!out.is_empty()).then_some(out)
 }
 
@@ -1072,6 +1075,10 @@ mod tests {
         .unwrap();
         assert_eq!(calls, vec![("get_weather".into(), "{\"city\":\"Paris\"}".into())]);
         assert!(parse_tool_calls("Paris is sunny.").is_none());
+        // Arguments that are not a JSON object: not a tool call, the answer stays text.
+        assert!(parse_tool_calls(r#"{"tool_calls": [{"name": "f", "arguments": "oops"}]}"#).is_none());
+        assert!(parse_tool_calls(r#"{"tool_calls": [{"name": "f", "arguments": [1]}]}"#).is_none());
+        assert!(parse_tool_calls(r#"{"tool_calls": [{"arguments": {}}]}"#).is_none());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! canonical events; a provider that speaks the caller's own dialect also offers a raw fast path.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod cli;
+pub mod gemini;
 pub mod http_client;
 pub mod local;
 pub mod openai;
@@ -23,7 +25,9 @@ use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{Error, Result};
 
 pub use anthropic::AnthropicProvider;
+pub use bedrock::BedrockProvider;
 pub use cli::CliProvider;
+pub use gemini::GeminiProvider;
 pub use local::LocalProvider;
 pub use openai::OpenAiProvider;
 
@@ -98,6 +102,8 @@ pub enum Provider {
     Anthropic(Arc<AnthropicProvider>),
     Local(Arc<LocalProvider>),
     Cli(Arc<CliProvider>),
+    Gemini(Arc<GeminiProvider>),
+    Bedrock(Arc<BedrockProvider>),
 }
 
 impl Provider {
@@ -117,6 +123,23 @@ impl Provider {
                 c.api_version.as_deref().unwrap_or(openai::AZURE_API_VERSION),
                 c.bearer,
             )?))),
+            ProviderKind::Gemini => Ok(Provider::Gemini(Arc::new(GeminiProvider::new(name, &opts)?))),
+            ProviderKind::Bedrock => {
+                let creds = match (&c.aws_access_key_id, &c.aws_secret_access_key) {
+                    (Some(id), Some(secret)) => Some(bedrock::Credentials {
+                        access_key_id: id.clone(),
+                        secret_access_key: secret.clone(),
+                        session_token: c.aws_session_token.clone().filter(|t| !t.is_empty()),
+                    }),
+                    _ => None,
+                };
+                Ok(Provider::Bedrock(Arc::new(BedrockProvider::new(
+                    name,
+                    &opts,
+                    c.region.as_deref(),
+                    creds,
+                )?)))
+            }
             ProviderKind::Cli => {
                 let preset = cli::Preset::parse(c.preset.as_deref().unwrap_or("command"))
                     .ok_or_else(|| Error::internal(format!("providers.{name}: unknown CLI preset")))?;
@@ -153,6 +176,8 @@ impl Provider {
             Provider::Anthropic(p) => p.name(),
             Provider::Local(_) => local::NAME,
             Provider::Cli(p) => p.name(),
+            Provider::Gemini(p) => p.name(),
+            Provider::Bedrock(p) => p.name(),
         }
     }
 
@@ -162,6 +187,8 @@ impl Provider {
             Provider::Anthropic(_) => "anthropic",
             Provider::Local(_) => "local",
             Provider::Cli(_) => "cli",
+            Provider::Gemini(_) => "gemini",
+            Provider::Bedrock(_) => "bedrock",
         }
     }
 
@@ -170,7 +197,9 @@ impl Provider {
         match self {
             Provider::OpenAi(p) => Some(p.http().probe(&p.models_path(), timeout).await),
             Provider::Anthropic(p) => Some(p.http().probe("models", timeout).await),
-            Provider::Local(_) | Provider::Cli(_) => None,
+            Provider::Gemini(p) => Some(p.http().probe("v1beta/models", timeout).await),
+            // Bedrock's runtime has no unsigned listing to probe; its answers feed the breaker.
+            Provider::Local(_) | Provider::Cli(_) | Provider::Bedrock(_) => None,
         }
     }
 
@@ -181,6 +210,8 @@ impl Provider {
             Provider::Anthropic(p) => p.chat(req, upstream_model).await,
             Provider::Local(p) => p.chat(req),
             Provider::Cli(p) => p.chat(req, upstream_model).await,
+            Provider::Gemini(p) => p.chat(req, upstream_model).await,
+            Provider::Bedrock(p) => p.chat(req, upstream_model).await,
         }
     }
 }
