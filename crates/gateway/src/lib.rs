@@ -11,6 +11,7 @@ pub mod redis_state;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod stored;
 pub mod telemetry;
 pub mod usage;
 

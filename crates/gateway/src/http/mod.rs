@@ -7,6 +7,7 @@ pub mod cors;
 pub mod health;
 pub mod openai;
 pub mod response;
+pub mod responses;
 mod shared;
 
 use std::pin::Pin;
@@ -99,6 +100,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/embeddings", post(completions::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*id}", get(openai::get_model))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/input_tokens", post(responses::input_tokens))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
+        .route("/v1/responses/{id}/input_items", get(responses::input_items))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/anthropic/v1/messages", post(anthropic::messages))

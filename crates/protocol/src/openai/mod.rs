@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod responses;
 pub mod validate;
 
 use serde_json::{Map, Value};

@@ -1,0 +1,631 @@
+//! The Responses API: `POST /v1/responses` (JSON or SSE), stored responses (`GET` / `DELETE
+//! /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`), `previous_response_id`, and
+//! `POST /v1/responses/input_tokens`. Every provider serves it through the canonical model.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http::HeaderMap;
+use protocol::canonical::{self as c, FinishReason, StreamEvent};
+use protocol::openai::responses::{self as wire, ResponsesRequest};
+use serde_json::{Value, json};
+
+use super::openai::routing_headers;
+use super::response::{Dialect, json_body, sse_response};
+use super::shared::{Settle, admit, answer, collect, first_item, json_with_metadata, read_routed, walk};
+use super::{App, RequestId};
+use crate::auth::Principal;
+use crate::config::ModelType;
+use crate::error::{Error, ErrorKind, Result};
+use crate::providers::{ChatOutput, EventStream};
+use crate::router::plan::{self, Candidate, Needs};
+use crate::router::strategy::Estimate;
+use crate::store::Store;
+use crate::stored::{self, StoredResponse};
+
+fn owner(who: &Principal) -> String {
+    match who {
+        Principal::Key(k) => k.id.clone(),
+        Principal::Master => "master".into(),
+        Principal::Anonymous => "anonymous".into(),
+    }
+}
+
+fn store(app: &App) -> Result<&Store> {
+    app.usage
+        .as_ref()
+        .map(|u| u.store())
+        .ok_or_else(|| Error::new(ErrorKind::Unavailable, "The response store is not open."))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What a conversation needs of a deployment.
+fn needs(req: &ResponsesRequest, items: &[Value]) -> Needs {
+    let images = items.iter().any(|i| {
+        i["content"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["type"] == "input_image"))
+    });
+    let prompt = plan::estimate_tokens(&Value::Array(items.to_vec()))
+        + req
+            .instructions
+            .as_ref()
+            .map_or(0, |i| plan::estimate_tokens(&json!(i)))
+        + plan::estimate_tokens(&Value::Array(req.tools.clone()));
+    Needs {
+        tools: !req.tools.is_empty() && req.tool_choice.as_ref().and_then(Value::as_str) != Some("none"),
+        images,
+        json_schema: req.text_format.as_ref().is_some_and(|f| f["type"] != "text"),
+        estimate: Estimate {
+            prompt_tokens: prompt,
+            output_tokens: u64::from(req.max_output_tokens.unwrap_or(256)),
+        },
+    }
+}
+
+pub async fn create(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut model = String::new();
+    let result = create_inner(&app, &rid, &who, &headers, body, &mut model).await;
+    answer(Dialect::OpenAi, &model, result)
+}
+
+async fn attempt(cand: &Candidate, req: &c::ChatRequest) -> Result<(ChatOutput, Vec<String>)> {
+    let dep = &cand.dep;
+    let (out, warnings) = dep.provider.chat(req, &dep.upstream_model).await?;
+    let out = match out {
+        ChatOutput::Stream(s) => ChatOutput::Stream(first_item(s).await?),
+        full => full,
+    };
+    Ok((out, warnings))
+}
+
+async fn create_inner(
+    app: &App,
+    rid: &RequestId,
+    who: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+    model_out: &mut String,
+) -> Result<Response> {
+    let (obj, route) = read_routed(app, who, headers, body, model_out).await?;
+    let req = wire::parse_request(&obj)?;
+    let owner = owner(who);
+    // The conversation so far, from the stored previous response (this caller's own only).
+    let mut items = Vec::new();
+    if let Some(prev) = &req.previous_response_id {
+        let p = stored::get(store(app)?, &owner, prev).await.map_err(|mut e| {
+            if e.kind == ErrorKind::NotFound {
+                e.message = format!("Previous response with id '{prev}' not found.");
+                e.param = Some("previous_response_id".into());
+                e.code = Some("previous_response_not_found".into());
+            }
+            e
+        })?;
+        items = p.context;
+    }
+    items.extend(req.input_items.iter().cloned());
+    let canonical = wire::to_canonical(&req, &items)?;
+    let plan = plan::build(&app.catalog, &route, || needs(&req, &items), &[ModelType::Chat])?;
+    let admission = admit(app, who, &plan, || needs(&req, &items)).await?;
+    let ((output, _warnings), served) = walk!(app, &plan, headers, |cand| attempt(cand, &canonical));
+    let model = super::openai::answer_model(model_out, &served);
+    let mut settle = Settle::new(app, (rid, who, "responses"), model_out, served, admission);
+    let id = wire::response_id();
+    let created_at = now_secs();
+    let save = if req.store {
+        Some((store(app)?.clone(), owner))
+    } else {
+        None
+    };
+    if req.stream {
+        let events = match output {
+            ChatOutput::Stream(s) => s,
+            ChatOutput::Full(r) => {
+                futures::stream::iter(c::response_to_events(&r).into_iter().map(Ok)).boxed()
+            }
+        };
+        let headers = routing_headers(&settle, &[]);
+        let mut resp = sse_response(encode(events, id, created_at, model, req, items, settle, save));
+        headers.apply(&mut resp);
+        return Ok(resp);
+    }
+    let response = match output {
+        ChatOutput::Full(r) => r,
+        ChatOutput::Stream(s) => collect(s).await.inspect_err(|e| settle.failed(e))?,
+    };
+    settle.token();
+    if let Some(u) = response.usage {
+        settle.usage(u);
+    }
+    let finish = response.choices.first().and_then(|ch| ch.finish_reason);
+    let out_items = wire::output_items(&response);
+    let object = wire::response_object(
+        &id,
+        created_at,
+        wire::status_of(finish),
+        &model,
+        &req,
+        &out_items,
+        response.usage.as_ref(),
+        finish,
+        None,
+    );
+    if let Some((store, owner)) = save {
+        let mut context = items;
+        context.extend(out_items.iter().cloned());
+        stored::put(
+            &store,
+            &owner,
+            &StoredResponse {
+                id: id.clone(),
+                response: object.clone(),
+                input_items: req.input_items.clone(),
+                context,
+            },
+            created_at as i64,
+        )
+        .await?;
+    }
+    let mut resp = json_with_metadata(&object, &settle);
+    routing_headers(&settle, &[]).apply(&mut resp);
+    Ok(resp)
+}
+
+/// An open output item of a stream.
+struct Open {
+    index: usize,
+    id: String,
+    text: String,
+}
+
+struct Call {
+    index: usize,
+    id: String,
+    call_id: String,
+    name: String,
+    args: String,
+}
+
+/// The stream of Responses events for a canonical event stream.
+struct Enc {
+    inner: EventStream,
+    settle: Settle,
+    seq: u64,
+    id: String,
+    created_at: u64,
+    model: String,
+    req: ResponsesRequest,
+    items: Vec<Value>,
+    save: Option<(Store, String)>,
+    added: usize,
+    output: Vec<Option<Value>>,
+    msg: Option<Open>,
+    reasoning: Option<Open>,
+    calls: HashMap<u32, Call>,
+    finish: Option<FinishReason>,
+    usage: Option<c::Usage>,
+    pending: VecDeque<Bytes>,
+    started: bool,
+    done: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode(
+    events: EventStream,
+    id: String,
+    created_at: u64,
+    model: String,
+    req: ResponsesRequest,
+    items: Vec<Value>,
+    settle: Settle,
+    save: Option<(Store, String)>,
+) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> + Send + 'static {
+    let st = Enc {
+        inner: events,
+        settle,
+        seq: 0,
+        id,
+        created_at,
+        model,
+        req,
+        items,
+        save,
+        added: 0,
+        output: Vec::new(),
+        msg: None,
+        reasoning: None,
+        calls: HashMap::new(),
+        finish: None,
+        usage: None,
+        pending: VecDeque::new(),
+        started: false,
+        done: false,
+    };
+    futures::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(f) = st.pending.pop_front() {
+                return Some((Ok(f), st));
+            }
+            if st.done {
+                return None;
+            }
+            if !st.started {
+                st.started = true;
+                let r = st.object("in_progress", &[], None);
+                st.emit("response.created", json!({"response": r}));
+                st.emit("response.in_progress", json!({"response": r}));
+                continue;
+            }
+            match st.inner.next().await {
+                Some(Ok(ev)) => st.event(ev),
+                Some(Err(e)) => {
+                    st.done = true;
+                    st.settle.failed(&e);
+                    st.close_all();
+                    st.emit(
+                        "error",
+                        json!({"code": e.code.clone().unwrap_or_else(|| "server_error".into()), "message": e.message, "param": e.param}),
+                    );
+                    let output = st.finished_output();
+                    let err = json!({"code": "server_error", "message": e.message});
+                    let r = st.object("failed", &output, Some(err));
+                    st.emit("response.failed", json!({"response": r}));
+                }
+                None => {
+                    st.done = true;
+                    st.close_all();
+                    let output = st.finished_output();
+                    let status = wire::status_of(st.finish);
+                    let r = st.object(status, &output, None);
+                    if let Some((store, owner)) = st.save.take() {
+                        let mut context = std::mem::take(&mut st.items);
+                        context.extend(output.iter().cloned());
+                        let rec = StoredResponse {
+                            id: st.id.clone(),
+                            response: r.clone(),
+                            input_items: st.req.input_items.clone(),
+                            context,
+                        };
+                        let put = stored::put(&store, &owner, &rec, st.created_at as i64);
+                        match tokio::time::timeout(std::time::Duration::from_secs(3), put).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::warn!("could not store response {}: {e}", st.id),
+                            Err(_) => tracing::warn!("could not store response {}: timeout", st.id),
+                        }
+                    }
+                    let ty = if status == "incomplete" {
+                        "response.incomplete"
+                    } else {
+                        "response.completed"
+                    };
+                    st.emit(ty, json!({"response": r}));
+                }
+            }
+        }
+    })
+}
+
+impl Enc {
+    fn emit(&mut self, ty: &str, mut data: Value) {
+        data["type"] = json!(ty);
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        let mut frame = Vec::with_capacity(64);
+        frame.extend_from_slice(b"event: ");
+        frame.extend_from_slice(ty.as_bytes());
+        frame.extend_from_slice(b"\ndata: ");
+        if serde_json::to_writer(&mut frame, &data).is_err() {
+            return;
+        }
+        frame.extend_from_slice(b"\n\n");
+        self.pending.push_back(Bytes::from(frame));
+    }
+
+    fn object(&self, status: &str, output: &[Value], error: Option<Value>) -> Value {
+        let usage = if status == "in_progress" {
+            None
+        } else {
+            self.usage.as_ref()
+        };
+        wire::response_object(
+            &self.id,
+            self.created_at,
+            status,
+            &self.model,
+            &self.req,
+            output,
+            usage,
+            self.finish,
+            error,
+        )
+    }
+
+    fn finished_output(&self) -> Vec<Value> {
+        self.output.iter().flatten().cloned().collect()
+    }
+
+    fn slot(&mut self) -> usize {
+        let i = self.added;
+        self.added += 1;
+        self.output.push(None);
+        i
+    }
+
+    fn event(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::TextDelta { choice: 0, text } => {
+                self.settle.stream_token();
+                self.close_reasoning();
+                if self.msg.is_none() {
+                    let index = self.slot();
+                    let id = format!("msg_{:032x}", rand::random::<u128>());
+                    let mut item = wire::message_item(&id, "", "in_progress");
+                    item["content"] = json!([]);
+                    self.emit(
+                        "response.output_item.added",
+                        json!({"output_index": index, "item": item}),
+                    );
+                    self.emit(
+                        "response.content_part.added",
+                        json!({"item_id": id, "output_index": index, "content_index": 0,
+                            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+                    );
+                    self.msg = Some(Open {
+                        index,
+                        id,
+                        text: String::new(),
+                    });
+                }
+                if let Some(m) = &mut self.msg {
+                    m.text.push_str(&text);
+                    let (id, index) = (m.id.clone(), m.index);
+                    self.emit(
+                        "response.output_text.delta",
+                        json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []}),
+                    );
+                }
+            }
+            StreamEvent::ReasoningDelta { choice: 0, text } => {
+                if self.reasoning.is_none() {
+                    let index = self.slot();
+                    let id = format!("rs_{:032x}", rand::random::<u128>());
+                    self.emit(
+                        "response.output_item.added",
+                        json!({"output_index": index, "item": {"type": "reasoning", "id": id, "summary": []}}),
+                    );
+                    self.emit(
+                        "response.reasoning_summary_part.added",
+                        json!({"item_id": id, "output_index": index, "summary_index": 0,
+                            "part": {"type": "summary_text", "text": ""}}),
+                    );
+                    self.reasoning = Some(Open {
+                        index,
+                        id,
+                        text: String::new(),
+                    });
+                }
+                if let Some(r) = &mut self.reasoning {
+                    r.text.push_str(&text);
+                    let (id, index) = (r.id.clone(), r.index);
+                    self.emit(
+                        "response.reasoning_summary_text.delta",
+                        json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": text}),
+                    );
+                }
+            }
+            StreamEvent::ToolCallStart {
+                choice: 0,
+                index: call,
+                id: call_id,
+                name,
+            } => {
+                self.close_reasoning();
+                self.close_message();
+                let index = self.slot();
+                let id = format!("fc_{:032x}", rand::random::<u128>());
+                self.emit(
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": {"type": "function_call", "id": id,
+                        "call_id": call_id, "name": name, "arguments": "", "status": "in_progress"}}),
+                );
+                self.calls.insert(
+                    call,
+                    Call {
+                        index,
+                        id,
+                        call_id,
+                        name,
+                        args: String::new(),
+                    },
+                );
+            }
+            StreamEvent::ToolCallDelta {
+                choice: 0,
+                index: call,
+                arguments,
+            } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.args.push_str(&arguments);
+                    let (id, index) = (c.id.clone(), c.index);
+                    self.emit(
+                        "response.function_call_arguments.delta",
+                        json!({"item_id": id, "output_index": index, "delta": arguments}),
+                    );
+                }
+            }
+            StreamEvent::Finish {
+                choice: 0, reason, ..
+            } => {
+                self.finish = Some(reason);
+                self.close_all();
+            }
+            StreamEvent::Usage { usage } => {
+                self.settle.usage(usage);
+                self.usage = Some(usage);
+            }
+            _ => {}
+        }
+    }
+
+    fn close_message(&mut self) {
+        let Some(m) = self.msg.take() else { return };
+        let part = json!({"type": "output_text", "text": m.text, "annotations": [], "logprobs": []});
+        self.emit(
+            "response.output_text.done",
+            json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "text": m.text, "logprobs": []}),
+        );
+        self.emit(
+            "response.content_part.done",
+            json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "part": part}),
+        );
+        let item = wire::message_item(&m.id, &m.text, "completed");
+        self.emit(
+            "response.output_item.done",
+            json!({"output_index": m.index, "item": item}),
+        );
+        self.output[m.index] = Some(item);
+    }
+
+    fn close_reasoning(&mut self) {
+        let Some(r) = self.reasoning.take() else { return };
+        self.emit(
+            "response.reasoning_summary_text.done",
+            json!({"item_id": r.id, "output_index": r.index, "summary_index": 0, "text": r.text}),
+        );
+        self.emit(
+            "response.reasoning_summary_part.done",
+            json!({"item_id": r.id, "output_index": r.index, "summary_index": 0,
+                "part": {"type": "summary_text", "text": r.text}}),
+        );
+        let item =
+            json!({"type": "reasoning", "id": r.id, "summary": [{"type": "summary_text", "text": r.text}]});
+        self.emit(
+            "response.output_item.done",
+            json!({"output_index": r.index, "item": item}),
+        );
+        self.output[r.index] = Some(item);
+    }
+
+    fn close_all(&mut self) {
+        self.close_reasoning();
+        self.close_message();
+        let mut calls: Vec<Call> = self.calls.drain().map(|(_, c)| c).collect();
+        calls.sort_by_key(|c| c.index);
+        for c in calls {
+            self.emit(
+                "response.function_call_arguments.done",
+                json!({"item_id": c.id, "output_index": c.index, "arguments": c.args}),
+            );
+            let item = json!({"type": "function_call", "id": c.id, "call_id": c.call_id, "name": c.name,
+                "arguments": c.args, "status": "completed"});
+            self.emit(
+                "response.output_item.done",
+                json!({"output_index": c.index, "item": item}),
+            );
+            self.output[c.index] = Some(item);
+        }
+    }
+}
+
+pub async fn retrieve(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    answer(
+        Dialect::OpenAi,
+        "",
+        async {
+            Ok(json_body(
+                &stored::get(store(&app)?, &owner(&who), &id).await?.response,
+            ))
+        }
+        .await,
+    )
+}
+
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    answer(
+        Dialect::OpenAi,
+        "",
+        async {
+            stored::delete(store(&app)?, &owner(&who), &id).await?;
+            Ok(json_body(
+                &json!({"id": id, "object": "response", "deleted": true}),
+            ))
+        }
+        .await,
+    )
+}
+
+pub async fn input_items(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    answer(
+        Dialect::OpenAi,
+        "",
+        async {
+            let r = stored::get(store(&app)?, &owner(&who), &id).await?;
+            // Newest first, as the API lists them by default.
+            let data: Vec<Value> = r.input_items.into_iter().rev().collect();
+            Ok(json_body(&json!({
+                "object": "list",
+                "data": data,
+                "first_id": data.first().and_then(|i| i.get("id")).cloned(),
+                "last_id": data.last().and_then(|i| i.get("id")).cloned(),
+                "has_more": false,
+            })))
+        }
+        .await,
+    )
+}
+
+/// `POST /v1/responses/input_tokens`: the request's input, counted (an estimate for remote models).
+pub async fn input_tokens(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut model = String::new();
+    let result = async {
+        let (obj, _) = read_routed(&app, &who, &headers, body, &mut model).await?;
+        let req = wire::parse_request(&obj)?;
+        let mut items = Vec::new();
+        if let Some(prev) = &req.previous_response_id {
+            items = stored::get(store(&app)?, &owner(&who), prev).await?.context;
+        }
+        items.extend(req.input_items.iter().cloned());
+        let n = needs(&req, &items).estimate.prompt_tokens;
+        Ok(json_body(
+            &json!({"object": "response.input_tokens", "input_tokens": n}),
+        ))
+    }
+    .await;
+    answer(Dialect::OpenAi, &model, result)
+}
