@@ -27,6 +27,13 @@ if [ "$(cat "$req_stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$req_stamp"
 fi
 
+say "node clients (tests/node/package.json)"
+if command -v npm >/dev/null 2>&1; then
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+else
+  printf '\033[1;33m!!! npm is not installed: the Node SDK conformance test WILL SKIP\033[0m\n'
+fi
+
 say "postgres and redis (the shared-state suite)"
 # The servers on this machine when they run (started when installed but stopped); without them the
 # shared-state tests say loudly that they skipped.

@@ -192,3 +192,67 @@ def test_input_tokens(client):
         cast_to=object,
     )
     assert r["object"] == "response.input_tokens" and r["input_tokens"] > 0
+
+
+def _until_done(conn) -> tuple[list[str], object]:
+    types = []
+    for ev in conn:
+        types.append(ev.type)
+        if ev.type in ("response.completed", "response.incomplete", "response.failed"):
+            return types, ev.response
+        if ev.type == "error":
+            return types, ev
+    raise AssertionError(f"the connection closed after {types}")
+
+
+@pytest.mark.parametrize("model", ["gpt-mock", "claude-mock", LOCAL])
+def test_websocket_two_turns_and_a_bad_frame(client, mock_upstream, model):
+    with client.responses.connect() as conn:
+        conn.response.create(model=model, input="My name is Ada.", store=False, max_output_tokens=24)
+        types, first = _until_done(conn)
+        assert types[:2] == ["response.created", "response.in_progress"], types
+        assert "response.output_text.delta" in types
+        assert first.output_text
+        # A bad frame gets an error event; the connection stays open.
+        conn.send({"type": "response.bogus"})
+        types, err = _until_done(conn)
+        assert types == ["error"] and "response.bogus" in err.message
+        # store: false, yet previous_response_id reaches the first turn on this connection.
+        conn.response.create(model=model, input="What is my name?", previous_response_id=first.id, store=False,
+                             max_output_tokens=24)
+        types, second = _until_done(conn)
+        assert second.previous_response_id == first.id and second.output_text
+        if model == "gpt-mock":
+            sent = mock_upstream.requests()[-1]["body"]["messages"]
+            assert sent[0]["content"] == "My name is Ada." and sent[-1]["content"] == "What is my name?"
+    # Not stored: another connection (or HTTP) cannot continue from it.
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model=model, input="x", previous_response_id=first.id)
+
+
+def test_compact_replaces_the_history(client):
+    history = [
+        {"role": "user", "content": "My name is Ada and I live in Paris."},
+        {"role": "assistant", "content": "Nice to meet you, Ada."},
+        {"role": "user", "content": "I like tea."},
+    ]
+    c = client.responses.compact(model="gpt-mock", input=history)
+    assert c.object == "response.compaction"
+    kinds = [o.type for o in c.output]
+    assert kinds == ["message", "message", "compaction"], kinds
+    compaction = c.output[-1]
+    assert compaction.encrypted_content
+    # Sent back in place of the history, it becomes the context of the next turn.
+    r = client.responses.create(
+        model="gpt-mock",
+        input=[{"type": "compaction", "encrypted_content": compaction.encrypted_content, "id": compaction.id},
+               {"role": "user", "content": "What do I like?"}],
+    )
+    assert r.output_text
+    # A compaction item from somewhere else cannot be read here: a clear 400.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(
+            model="gpt-mock",
+            input=[{"type": "compaction", "encrypted_content": "gAAAAforeign"}, {"role": "user", "content": "x"}],
+        )
+    assert e.value.body["param"] == "input[0].encrypted_content"

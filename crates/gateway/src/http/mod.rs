@@ -100,8 +100,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/embeddings", post(completions::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*id}", get(openai::get_model))
-        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses", post(responses::create).get(responses::websocket))
         .route("/v1/responses/input_tokens", post(responses::input_tokens))
+        .route("/v1/responses/compact", post(responses::compact))
         .route(
             "/v1/responses/{id}",
             get(responses::retrieve).delete(responses::delete),
@@ -270,6 +271,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     // Requests on a model surface that no settlement logged (errors, refusals) get their row here.
     if let (Some(log), Some(surface)) = (&app.usage, surface_of(&route))
         && !ticket.claimed()
+        && resp.status() != StatusCode::SWITCHING_PROTOCOLS
     {
         log.record(&crate::usage::UsageRow {
             id: crate::usage::new_id(),

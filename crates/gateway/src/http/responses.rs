@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::HeaderMap;
 use protocol::canonical::{self as c, FinishReason, StreamEvent};
@@ -19,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::openai::routing_headers;
 use super::response::{Dialect, json_body, sse_response};
+use super::shared::RoutingHeaders;
 use super::shared::{Settle, admit, answer, collect, first_item, json_with_metadata, read_routed, walk};
 use super::{App, RequestId};
 use crate::auth::Principal;
@@ -98,6 +102,16 @@ async fn attempt(cand: &Candidate, req: &c::ChatRequest) -> Result<(ChatOutput, 
     Ok((out, warnings))
 }
 
+/// Responses made on one WebSocket connection, by id: their whole conversation, so that
+/// `previous_response_id` works within the connection even with `store: false`.
+pub(crate) type Local = Arc<parking_lot::Mutex<HashMap<String, Vec<Value>>>>;
+
+/// What a create request turned into: a whole answer, or its stream of events.
+enum Begun {
+    Json(Response),
+    Events(Box<RoutingHeaders>, BoxStream<'static, Value>),
+}
+
 async fn create_inner(
     app: &App,
     rid: &RequestId,
@@ -107,20 +121,67 @@ async fn create_inner(
     model_out: &mut String,
 ) -> Result<Response> {
     let (obj, route) = read_routed(app, who, headers, body, model_out).await?;
-    let req = wire::parse_request(&obj)?;
-    let owner = owner(who);
-    // The conversation so far, from the stored previous response (this caller's own only).
-    let mut items = Vec::new();
-    if let Some(prev) = &req.previous_response_id {
-        let p = stored::get(store(app)?, &owner, prev).await.map_err(|mut e| {
+    match begin(app, rid, who, headers, obj, route, model_out, None).await? {
+        Begun::Json(r) => Ok(r),
+        Begun::Events(h, events) => {
+            let mut resp = sse_response(events.map(|v| Ok::<_, Infallible>(sse_frame(&v))));
+            h.apply(&mut resp);
+            Ok(resp)
+        }
+    }
+}
+
+/// One event as a server-sent event: `event: <type>` and its JSON.
+fn sse_frame(v: &Value) -> Bytes {
+    let mut frame = Vec::with_capacity(128);
+    frame.extend_from_slice(b"event: ");
+    frame.extend_from_slice(v["type"].as_str().unwrap_or("message").as_bytes());
+    frame.extend_from_slice(b"\ndata: ");
+    if serde_json::to_writer(&mut frame, v).is_err() {
+        return Bytes::new();
+    }
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
+/// The conversation a request continues: from this connection's responses, else the store.
+async fn context_of(app: &App, who: &Principal, prev: &str, local: Option<&Local>) -> Result<Vec<Value>> {
+    if let Some(items) = local.and_then(|l| l.lock().get(prev).cloned()) {
+        return Ok(items);
+    }
+    stored::get(store(app)?, &owner(who), prev)
+        .await
+        .map(|p| p.context)
+        .map_err(|mut e| {
             if e.kind == ErrorKind::NotFound {
                 e.message = format!("Previous response with id '{prev}' not found.");
                 e.param = Some("previous_response_id".into());
                 e.code = Some("previous_response_not_found".into());
             }
             e
-        })?;
-        items = p.context;
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn begin(
+    app: &App,
+    rid: &RequestId,
+    who: &Principal,
+    headers: &HeaderMap,
+    obj: serde_json::Map<String, Value>,
+    route: plan::RouteRequest,
+    model_out: &str,
+    local: Option<&Local>,
+) -> Result<Begun> {
+    let mut req = wire::parse_request(&obj)?;
+    if local.is_some() {
+        // Over a WebSocket every answer streams.
+        req.stream = true;
+    }
+    let owner = owner(who);
+    let mut items = Vec::new();
+    if let Some(prev) = &req.previous_response_id {
+        items = context_of(app, who, prev, local).await?;
     }
     items.extend(req.input_items.iter().cloned());
     let canonical = wire::to_canonical(&req, &items)?;
@@ -144,9 +205,18 @@ async fn create_inner(
             }
         };
         let headers = routing_headers(&settle, &[]);
-        let mut resp = sse_response(encode(events, id, created_at, model, req, items, settle, save));
-        headers.apply(&mut resp);
-        return Ok(resp);
+        let events = encode(
+            events,
+            id,
+            created_at,
+            model,
+            req,
+            items,
+            settle,
+            save,
+            local.cloned(),
+        );
+        return Ok(Begun::Events(Box::new(headers), events.boxed()));
     }
     let response = match output {
         ChatOutput::Full(r) => r,
@@ -187,7 +257,7 @@ async fn create_inner(
     }
     let mut resp = json_with_metadata(&object, &settle);
     routing_headers(&settle, &[]).apply(&mut resp);
-    Ok(resp)
+    Ok(Begun::Json(resp))
 }
 
 /// An open output item of a stream.
@@ -216,6 +286,7 @@ struct Enc {
     req: ResponsesRequest,
     items: Vec<Value>,
     save: Option<(Store, String)>,
+    local: Option<Local>,
     added: usize,
     output: Vec<Option<Value>>,
     msg: Option<Open>,
@@ -223,7 +294,7 @@ struct Enc {
     calls: HashMap<u32, Call>,
     finish: Option<FinishReason>,
     usage: Option<c::Usage>,
-    pending: VecDeque<Bytes>,
+    pending: VecDeque<Value>,
     started: bool,
     done: bool,
 }
@@ -238,7 +309,8 @@ fn encode(
     items: Vec<Value>,
     settle: Settle,
     save: Option<(Store, String)>,
-) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> + Send + 'static {
+    local: Option<Local>,
+) -> impl Stream<Item = Value> + Send + 'static {
     let st = Enc {
         inner: events,
         settle,
@@ -249,6 +321,7 @@ fn encode(
         req,
         items,
         save,
+        local,
         added: 0,
         output: Vec::new(),
         msg: None,
@@ -263,7 +336,7 @@ fn encode(
     futures::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(f) = st.pending.pop_front() {
-                return Some((Ok(f), st));
+                return Some((f, st));
             }
             if st.done {
                 return None;
@@ -296,9 +369,12 @@ fn encode(
                     let output = st.finished_output();
                     let status = wire::status_of(st.finish);
                     let r = st.object(status, &output, None);
+                    let mut context = std::mem::take(&mut st.items);
+                    context.extend(output.iter().cloned());
+                    if let Some(l) = &st.local {
+                        l.lock().insert(st.id.clone(), context.clone());
+                    }
                     if let Some((store, owner)) = st.save.take() {
-                        let mut context = std::mem::take(&mut st.items);
-                        context.extend(output.iter().cloned());
                         let rec = StoredResponse {
                             id: st.id.clone(),
                             response: r.clone(),
@@ -329,15 +405,7 @@ impl Enc {
         data["type"] = json!(ty);
         data["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        let mut frame = Vec::with_capacity(64);
-        frame.extend_from_slice(b"event: ");
-        frame.extend_from_slice(ty.as_bytes());
-        frame.extend_from_slice(b"\ndata: ");
-        if serde_json::to_writer(&mut frame, &data).is_err() {
-            return;
-        }
-        frame.extend_from_slice(b"\n\n");
-        self.pending.push_back(Bytes::from(frame));
+        self.pending.push_back(data);
     }
 
     fn object(&self, status: &str, output: &[Value], error: Option<Value>) -> Value {
@@ -628,4 +696,227 @@ pub async fn input_tokens(
     }
     .await;
     answer(Dialect::OpenAi, &model, result)
+}
+
+/// `GET /v1/responses` with `Upgrade: websocket`: the Responses WebSocket. The client sends
+/// `{"type": "response.create", ...}` frames (the fields of `POST /v1/responses`); every event of the
+/// answer comes back as one JSON text frame. Turns run one after another on a connection, and
+/// `previous_response_id` reaches the responses made on it even with `store: false`. A bad frame gets
+/// an `error` frame and the connection stays open.
+pub async fn websocket(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    ws: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match ws {
+        Ok(ws) => ws.on_upgrade(move |socket| serve_ws(app, rid, who, headers, socket)),
+        Err(_) => super::response::error_response(
+            Dialect::OpenAi,
+            &Error::invalid(
+                "GET /v1/responses is the Responses WebSocket: connect with `Upgrade: websocket` (POST /v1/responses creates a response over HTTP).",
+            ),
+        ),
+    }
+}
+
+fn error_frame(e: &Error) -> Value {
+    json!({
+        "type": "error",
+        "sequence_number": 0,
+        "code": e.code,
+        "message": e.message,
+        "param": e.param,
+        "status": e.status().as_u16(),
+        "error": {"type": e.openai_type(), "code": e.code, "message": e.message, "param": e.param},
+    })
+}
+
+async fn serve_ws(app: Arc<App>, rid: RequestId, who: Principal, headers: HeaderMap, mut socket: WebSocket) {
+    let local: Local = Arc::default();
+    while let Some(msg) = socket.recv().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t.to_string(),
+            Ok(Message::Binary(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        let frames = turn(&app, &rid, &who, &headers, &text, &local).await;
+        let mut events = match frames {
+            Ok(events) => events,
+            Err(e) => {
+                if send(&mut socket, &error_frame(&e)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        while let Some(ev) = events.next().await {
+            if send(&mut socket, &ev).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, v: &Value) -> std::result::Result<(), axum::Error> {
+    socket.send(Message::Text(v.to_string().into())).await
+}
+
+/// One `response.create` frame: the events of its answer (each with the frame's `stream_id`).
+async fn turn(
+    app: &App,
+    rid: &RequestId,
+    who: &Principal,
+    headers: &HeaderMap,
+    text: &str,
+    local: &Local,
+) -> Result<BoxStream<'static, Value>> {
+    let mut obj = protocol::openai::parse_object(text.as_bytes())?;
+    match obj.get("type").and_then(Value::as_str) {
+        Some("response.create") => {}
+        Some(other) => {
+            return Err(Error::invalid_param(
+                "type",
+                format!("Unsupported client event type '{other}'; send 'response.create'."),
+            )
+            .with_code("unknown_event_type"));
+        }
+        None => {
+            return Err(Error::invalid_param(
+                "type",
+                "Each frame needs a 'type' ('response.create').",
+            ));
+        }
+    }
+    obj.remove("type");
+    obj.remove("stream");
+    let stream_id = obj.remove("stream_id");
+    if obj.remove("background").and_then(|b| b.as_bool()) == Some(true) {
+        return Err(Error::invalid_param(
+            "background",
+            "background is not supported over the WebSocket.",
+        ));
+    }
+    let route = plan::RouteRequest::take(&mut obj)?;
+    super::shared::check_scope(who, &route)?;
+    let model = route.models.first().map(|(m, _)| m.clone()).unwrap_or_default();
+    match begin(app, rid, who, headers, obj, route, &model, Some(local)).await? {
+        Begun::Events(_, events) => Ok(match stream_id {
+            Some(sid) => events
+                .map(move |mut ev| {
+                    ev["stream_id"] = sid.clone();
+                    ev
+                })
+                .boxed(),
+            None => events,
+        }),
+        Begun::Json(_) => Err(Error::internal("a WebSocket turn did not stream")),
+    }
+}
+
+const COMPACT_PROMPT: &str = "You compact conversations. Summarise the conversation you are given so that the summary can replace it as the context of the next turns: keep every fact, name, number, decision, open question and tool result that may matter later, and the user's goals and preferences. Write plain prose, no preamble.";
+
+/// `POST /v1/responses/compact`: the conversation (`input`, after `previous_response_id`) summarised
+/// by the requested model into one compaction item, which a later request sends back in place of the
+/// history. The answer lists the user's messages, then that item.
+pub async fn compact(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut model = String::new();
+    let result = compact_inner(&app, &rid, &who, &headers, body, &mut model).await;
+    answer(Dialect::OpenAi, &model, result)
+}
+
+async fn compact_inner(
+    app: &App,
+    rid: &RequestId,
+    who: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+    model_out: &mut String,
+) -> Result<Response> {
+    let (mut obj, route) = read_routed(app, who, headers, body, model_out).await?;
+    // Hints that change nothing here.
+    for k in [
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "image",
+        "service_tier",
+        "prompt_cache_key",
+    ] {
+        obj.remove(k);
+    }
+    let req = wire::parse_request(&obj)?;
+    let mut items = Vec::new();
+    if let Some(prev) = &req.previous_response_id {
+        items = context_of(app, who, prev, None).await?;
+    }
+    items.extend(req.input_items.iter().cloned());
+    let conversation = wire::to_canonical(&req, &items)?;
+    let summarise = c::ChatRequest {
+        model: req.model.clone(),
+        messages: vec![
+            c::Message::new(c::Role::System, vec![c::Part::text(COMPACT_PROMPT)]),
+            c::Message::new(
+                c::Role::User,
+                vec![c::Part::text(wire::transcript(&conversation))],
+            ),
+        ],
+        max_tokens: req.max_output_tokens,
+        ..c::ChatRequest::default()
+    };
+    let plan = plan::build(&app.catalog, &route, || needs(&req, &items), &[ModelType::Chat])?;
+    let admission = admit(app, who, &plan, || needs(&req, &items)).await?;
+    let ((output, _), served) = walk!(app, &plan, headers, |cand| attempt(cand, &summarise));
+    let mut settle = Settle::new(app, (rid, who, "responses"), model_out, served, admission);
+    let response = match output {
+        ChatOutput::Full(r) => r,
+        ChatOutput::Stream(s) => collect(s).await.inspect_err(|e| settle.failed(e))?,
+    };
+    settle.token();
+    if let Some(u) = response.usage {
+        settle.usage(u);
+    }
+    let summary: String = response
+        .choices
+        .first()
+        .map(|ch| {
+            ch.content
+                .iter()
+                .filter_map(|p| match p {
+                    c::Part::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if summary.trim().is_empty() {
+        return Err(Error::bad_gateway("the model returned an empty summary"));
+    }
+    let mut out: Vec<Value> = items
+        .into_iter()
+        .filter(|i| i["type"] == "message" && i["role"] == "user")
+        .collect();
+    out.push(json!({
+        "type": "compaction",
+        "id": format!("cmp_{:032x}", rand::random::<u128>()),
+        "encrypted_content": wire::encode_compaction(summary.trim()),
+        "created_by": "switchyard",
+    }));
+    let body = json!({
+        "id": wire::response_id(),
+        "object": "response.compaction",
+        "created_at": now_secs(),
+        "output": out,
+        "usage": wire::usage_value(response.usage.as_ref()),
+    });
+    let mut resp = json_with_metadata(&body, &settle);
+    routing_headers(&settle, &[]).apply(&mut resp);
+    Ok(resp)
 }

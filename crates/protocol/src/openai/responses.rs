@@ -379,6 +379,28 @@ fn normalize_item(it: &Value, i: usize) -> Result<Value, WireError> {
             out.entry("id").or_insert_with(|| json!(new_id("rs")));
             out.entry("summary").or_insert_with(|| json!([]));
         }
+        "compaction" => {
+            match m
+                .get("encrypted_content")
+                .and_then(Value::as_str)
+                .map(decode_compaction)
+            {
+                Some(Some(_)) => {}
+                Some(None) => {
+                    return Err(WireError::param(
+                        format!("input[{i}].encrypted_content"),
+                        "This compaction item was not made by this gateway, so it cannot be read; send the conversation instead.",
+                    ));
+                }
+                None => {
+                    return Err(WireError::param(
+                        format!("input[{i}].encrypted_content"),
+                        "A compaction item needs 'encrypted_content'.",
+                    ));
+                }
+            }
+            out.entry("id").or_insert_with(|| json!(new_id("cmp")));
+        }
         "item_reference" => {
             return Err(WireError::param(
                 format!("input[{i}].type"),
@@ -467,6 +489,16 @@ pub fn to_canonical(req: &ResponsesRequest, items: &[Value]) -> Result<c::ChatRe
                     is_error: false,
                 }],
             )),
+            Some("compaction") => {
+                if let Some(summary) = it["encrypted_content"].as_str().and_then(decode_compaction) {
+                    messages.push(Message::new(
+                        Role::System,
+                        vec![Part::text(format!(
+                            "Summary of the earlier conversation:\n{summary}"
+                        ))],
+                    ));
+                }
+            }
             Some("reasoning") => {
                 let text: String = it["summary"]
                     .as_array()
@@ -683,6 +715,65 @@ pub fn status_of(finish: Option<FinishReason>) -> &'static str {
     }
 }
 
+const COMPACTION_MARK: &str = "swy1.";
+
+/// The `encrypted_content` of a compaction item made here: the summary, marked and hex-encoded
+/// (opaque to clients, readable by any replica; it is not a secret, only the caller's own text).
+pub fn encode_compaction(summary: &str) -> String {
+    let mut s = String::with_capacity(COMPACTION_MARK.len() + summary.len() * 2);
+    s.push_str(COMPACTION_MARK);
+    for b in summary.bytes() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// The summary inside a compaction item made here; `None` for anything else.
+pub fn decode_compaction(content: &str) -> Option<String> {
+    let hex = content.strip_prefix(COMPACTION_MARK)?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// The conversation as a transcript, for a model asked to summarise it.
+pub fn transcript(req: &c::ChatRequest) -> String {
+    let mut out = String::new();
+    for m in &req.messages {
+        let who = match m.role {
+            Role::User => "User",
+            Role::Assistant => "Assistant",
+            Role::Tool => "Tool result",
+            Role::System | Role::Developer => "Instructions",
+        };
+        let mut text = String::new();
+        for p in &m.content {
+            match p {
+                Part::Text { text: t } => text.push_str(t),
+                Part::ToolCall { name, arguments, .. } => {
+                    text.push_str(&format!("[called {name}({arguments})]"));
+                }
+                Part::ToolResult { content, .. } => {
+                    for c in content {
+                        if let Part::Text { text: t } = c {
+                            text.push_str(t);
+                        }
+                    }
+                }
+                Part::Image { .. } => text.push_str("[image]"),
+                _ => {}
+            }
+        }
+        out.push_str(&format!("{who}: {text}\n\n"));
+    }
+    out
+}
+
 /// A fresh response id.
 pub fn response_id() -> String {
     new_id("resp")
@@ -716,6 +807,27 @@ mod tests {
             matches!(&c.messages[3].content[0], Part::ToolResult { tool_call_id, .. } if tool_call_id == "c1")
         );
         assert!(req.input_items.iter().all(|i| i["id"].is_string()));
+    }
+
+    #[test]
+    fn compaction_items_round_trip() {
+        let enc = encode_compaction("We talked about Paris. Ünïcode too.");
+        assert_eq!(
+            decode_compaction(&enc).as_deref(),
+            Some("We talked about Paris. Ünïcode too.")
+        );
+        assert!(decode_compaction("gAAAA-openai-encrypted").is_none());
+        let req = parse_request(&obj(json!({"model": "m", "input": [
+            {"type": "compaction", "encrypted_content": enc},
+            {"role": "user", "content": "And now?"}]})))
+        .unwrap();
+        let c = to_canonical(&req, &req.input_items).unwrap();
+        assert!(matches!(&c.messages[0].content[0], Part::Text { text } if text.contains("Paris")));
+        let e = parse_request(&obj(
+            json!({"model": "m", "input": [{"type": "compaction", "encrypted_content": "foreign"}]}),
+        ))
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input[0].encrypted_content"));
     }
 
     #[test]
