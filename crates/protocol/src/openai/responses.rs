@@ -57,6 +57,12 @@ const KNOWN: &[&str] = &[
     "max_tool_calls",
     "conversation",
     "prompt",
+    // Hints that change nothing here.
+    "context_management",
+    "moderation",
+    "prompt_cache_options",
+    "prompt_cache_retention",
+    "access_programs",
 ];
 
 fn new_id(prefix: &str) -> String {
@@ -85,6 +91,27 @@ pub fn parse_request(obj: &Map<String, Value>) -> Result<ResponsesRequest, WireE
         if !KNOWN.contains(&k.as_str()) {
             return Err(WireError::param(k.clone(), format!("Unknown parameter: '{k}'.")));
         }
+    }
+    // Parts of the API this gateway does not offer: refused when asked for, not silently dropped.
+    for (k, what) in [
+        (
+            "conversation",
+            "Conversations are not supported; use previous_response_id.",
+        ),
+        (
+            "prompt",
+            "Prompt templates are not supported; send instructions and input.",
+        ),
+    ] {
+        if obj.get(k).is_some_and(|v| !v.is_null()) {
+            return Err(WireError::param(k, what));
+        }
+    }
+    if obj.get("background") == Some(&Value::Bool(true)) {
+        return Err(WireError::param(
+            "background",
+            "Background responses are not supported; stream instead.",
+        ));
     }
     let model = match obj.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
@@ -213,16 +240,35 @@ pub fn parse_request(obj: &Map<String, Value>) -> Result<ResponsesRequest, WireE
     };
     let reasoning = match obj.get("reasoning") {
         None | Some(Value::Null) => None,
-        Some(r @ Value::Object(m)) => {
-            if let Some(e) = m.get("effort").filter(|e| !e.is_null())
-                && !matches!(e.as_str(), Some("minimal" | "low" | "medium" | "high" | "none"))
-            {
-                return Err(WireError::param(
-                    "reasoning.effort",
-                    "'reasoning.effort' must be one of minimal, low, medium, high.",
-                ));
-            }
-            Some(r.clone())
+        Some(Value::Object(m)) => {
+            let effort = match m.get("effort") {
+                None | Some(Value::Null) => Value::Null,
+                Some(Value::String(e))
+                    if matches!(
+                        e.as_str(),
+                        "none" | "minimal" | "low" | "medium" | "high" | "xhigh" | "max"
+                    ) =>
+                {
+                    json!(e)
+                }
+                Some(_) => {
+                    return Err(WireError::param(
+                        "reasoning.effort",
+                        "'reasoning.effort' must be one of none, minimal, low, medium, high, xhigh, max.",
+                    ));
+                }
+            };
+            let summary = match m.get("summary").or_else(|| m.get("generate_summary")) {
+                None | Some(Value::Null) => Value::Null,
+                Some(Value::String(s)) if matches!(s.as_str(), "auto" | "concise" | "detailed") => json!(s),
+                Some(_) => {
+                    return Err(WireError::param(
+                        "reasoning.summary",
+                        "'reasoning.summary' must be one of auto, concise, detailed.",
+                    ));
+                }
+            };
+            Some(json!({"effort": effort, "summary": summary}))
         }
         Some(_) => return Err(WireError::param("reasoning", "'reasoning' must be an object.")),
     };
@@ -562,7 +608,11 @@ pub fn to_canonical(req: &ResponsesRequest, items: &[Value]) -> Result<c::ChatRe
         _ => None,
     });
     let reasoning = req.reasoning.as_ref().and_then(|r| {
-        let effort = r["effort"].as_str().map(String::from);
+        let effort = r["effort"].as_str().map(|e| match e {
+            // The canonical scale tops out at high.
+            "xhigh" | "max" => "high".to_string(),
+            other => other.to_string(),
+        });
         effort.map(|e| c::Reasoning {
             disabled: e == "none",
             effort: Some(e),
@@ -636,7 +686,7 @@ pub fn usage_value(u: Option<&c::Usage>) -> Value {
         None => Value::Null,
         Some(u) => json!({
             "input_tokens": u.input_tokens,
-            "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
+            "input_tokens_details": {"cached_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_creation_tokens},
             "output_tokens": u.output_tokens,
             "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
             "total_tokens": u.input_tokens + u.output_tokens,
@@ -673,7 +723,7 @@ pub fn response_object(
         .or_else(|| {
             (finish == Some(FinishReason::ContentFilter)).then(|| json!({"reason": "content_filter"}))
         });
-    json!({
+    let mut v = json!({
         "id": id,
         "object": "response",
         "created_at": created_at,
@@ -702,9 +752,12 @@ pub fn response_object(
         "top_p": req.top_p.unwrap_or(1.0),
         "truncation": req.truncation.clone().unwrap_or_else(|| "disabled".into()),
         "usage": usage_value(usage),
-        "user": req.user,
         "metadata": req.metadata.clone().unwrap_or_else(|| json!({})),
-    })
+    });
+    if let Some(u) = &req.user {
+        v["user"] = json!(u);
+    }
+    v
 }
 
 /// The status a finished answer has.
