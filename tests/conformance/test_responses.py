@@ -26,6 +26,15 @@ kind = "anthropic"
 base_url = "{{mock}}"
 api_key = "sk-ant"
 
+[providers.native]
+kind = "openai"
+base_url = "{{mock}}/v1"
+responses = "native"
+
+[models."gpt-native"]
+provider = "native"
+model = "mock-ok"
+
 [models."claude-mock"]
 provider = "anth"
 model = "claude-mock"
@@ -256,3 +265,15 @@ def test_compact_replaces_the_history(client):
             input=[{"type": "compaction", "encrypted_content": "gAAAAforeign"}, {"role": "user", "content": "x"}],
         )
     assert e.value.body["param"] == "input[0].encrypted_content"
+
+
+def test_native_upstream_gets_the_request_as_it_is(client, mock_upstream):
+    r = client.responses.create(model="gpt-native", input="Hello native", previous_response_id="resp_upstream_1")
+    assert r.metadata == {"served_by": "mock-native-responses"}
+    assert r.model == "gpt-native" and r.output_text == "echo: Hello native"
+    sent = mock_upstream.requests("POST /v1/responses")[-1]["body"]
+    assert sent["model"] == "mock-ok" and sent["previous_response_id"] == "resp_upstream_1"
+    events = list(client.responses.create(model="gpt-native", input="Stream it", stream=True))
+    assert [e.type for e in events][0] == "response.created" and events[-1].type == "response.completed"
+    assert events[-1].response.model == "gpt-native"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "echo: Stream it"

@@ -19,6 +19,7 @@ mod common;
 mod gemini;
 mod openai;
 mod opts;
+mod responses;
 mod sigv4;
 mod state;
 
@@ -68,6 +69,7 @@ pub fn router(state: MockState) -> Router {
         .route("/embeddings", post(openai::embeddings))
         .route("/models", get(openai::list_models))
         .route("/models/{id}", get(openai::get_model))
+        .route("/responses", post(responses::create))
         .route("/messages", post(anthropic::messages))
         .route("/messages/count_tokens", post(anthropic::count_tokens));
     Router::new()

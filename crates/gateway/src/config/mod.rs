@@ -369,6 +369,10 @@ pub struct ProviderConfig {
     /// `cli`: requests that may wait for a run (default 16); one more is 503 with Retry-After.
     #[serde(default)]
     pub queue: Option<usize>,
+    /// `openai`: `native` sends `/v1/responses` requests to the upstream's own Responses API as they
+    /// are (it keeps their state); the default translates them to chat completions.
+    #[serde(default)]
+    pub responses: Option<String>,
     /// `bedrock`: the AWS region (default `AWS_REGION`, else us-east-1).
     #[serde(default)]
     pub region: Option<String>,
@@ -646,6 +650,20 @@ impl Config {
                     });
                 }
                 continue;
+            }
+            if let Some(r) = p.responses.as_deref()
+                && !(matches!(r, "native" | "translate")
+                    && matches!(p.kind, ProviderKind::Openai | ProviderKind::Azure))
+            {
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!(
+                        "providers.{name}.responses `{r}`: only an OpenAI-compatible provider takes `native` or `translate`"
+                    ),
+                    hint: Some("responses = \"native\" on kind = \"openai\"".into()),
+                });
             }
             if let Some(preset) = p.preset.as_deref()
                 && p.kind == ProviderKind::Openai

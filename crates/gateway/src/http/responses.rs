@@ -28,7 +28,8 @@ use super::{App, RequestId};
 use crate::auth::Principal;
 use crate::config::ModelType;
 use crate::error::{Error, ErrorKind, Result};
-use crate::providers::{ChatOutput, EventStream};
+use crate::providers::openai::NativeAnswer;
+use crate::providers::{ChatOutput, EventStream, Provider};
 use crate::router::plan::{self, Candidate, Needs};
 use crate::router::strategy::Estimate;
 use crate::store::Store;
@@ -178,6 +179,21 @@ async fn begin(
         // Over a WebSocket every answer streams.
         req.stream = true;
     }
+    // A model whose every deployment takes the Responses API natively gets the request as it is.
+    let probe = plan::build(
+        &app.catalog,
+        &route,
+        || needs(&req, &req.input_items),
+        &[ModelType::Chat],
+    )?;
+    if !probe.candidates.is_empty()
+        && probe
+            .candidates
+            .iter()
+            .all(|c| matches!(&c.dep.provider, Provider::OpenAi(p) if p.native_responses))
+    {
+        return native(app, rid, who, headers, obj, req, probe, model_out).await;
+    }
     let owner = owner(who);
     let mut items = Vec::new();
     if let Some(prev) = &req.previous_response_id {
@@ -258,6 +274,94 @@ async fn begin(
     let mut resp = json_with_metadata(&object, &settle);
     routing_headers(&settle, &[]).apply(&mut resp);
     Ok(Begun::Json(resp))
+}
+
+/// What a native answer reports of its usage.
+fn native_usage(v: &Value) -> Option<c::Usage> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some(c::Usage {
+        input_tokens: n("input_tokens"),
+        output_tokens: n("output_tokens"),
+        cache_read_tokens: u["input_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0),
+        reasoning_tokens: u["output_tokens_details"]["reasoning_tokens"]
+            .as_u64()
+            .unwrap_or(0),
+        ..c::Usage::default()
+    })
+}
+
+/// The native path: the body goes to the upstream's `/responses` as it is, and its answer (JSON, or
+/// each event) comes back with the public model name. The upstream keeps the conversation state.
+#[allow(clippy::too_many_arguments)]
+async fn native(
+    app: &App,
+    rid: &RequestId,
+    who: &Principal,
+    headers: &HeaderMap,
+    mut obj: serde_json::Map<String, Value>,
+    req: ResponsesRequest,
+    plan: plan::Plan,
+    model_out: &str,
+) -> Result<Begun> {
+    if req.stream {
+        obj.insert("stream".into(), json!(true));
+    }
+    let admission = admit(app, who, &plan, || needs(&req, &req.input_items)).await?;
+    let (answer, served) = walk!(app, &plan, headers, |cand| async {
+        let Provider::OpenAi(p) = &cand.dep.provider else {
+            return Err(Error::internal("not a native Responses upstream"));
+        };
+        match p.forward_responses(&obj, &cand.dep.upstream_model).await? {
+            NativeAnswer::Stream(s) => Ok(NativeAnswer::Stream(first_item(s).await?)),
+            full => Ok(full),
+        }
+    });
+    let model = super::openai::answer_model(model_out, &served);
+    let mut settle = Settle::new(app, (rid, who, "responses"), model_out, served, admission);
+    match answer {
+        NativeAnswer::Full(mut v) => {
+            settle.token();
+            if let Some(u) = native_usage(&v) {
+                settle.usage(u);
+            }
+            v["model"] = json!(model);
+            let mut resp = json_with_metadata(&v, &settle);
+            routing_headers(&settle, &[]).apply(&mut resp);
+            Ok(Begun::Json(resp))
+        }
+        NativeAnswer::Stream(events) => {
+            let headers = routing_headers(&settle, &[]);
+            let events = events
+                .scan(settle, move |settle, ev| {
+                    let out = match ev {
+                        Ok(ev) => match serde_json::from_str::<Value>(ev.data.trim()) {
+                            Ok(mut v) => {
+                                if v["type"] == "response.output_text.delta" {
+                                    settle.stream_token();
+                                }
+                                if let Some(r) = v.get_mut("response").filter(|r| r.is_object()) {
+                                    if let Some(u) = native_usage(r) {
+                                        settle.usage(u);
+                                    }
+                                    r["model"] = json!(model);
+                                }
+                                Some(v)
+                            }
+                            Err(_) => None,
+                        },
+                        Err(e) => {
+                            settle.failed(&e);
+                            Some(error_frame(&e))
+                        }
+                    };
+                    std::future::ready(Some(out))
+                })
+                .filter_map(std::future::ready)
+                .boxed();
+            Ok(Begun::Events(Box::new(headers), events))
+        }
+    }
 }
 
 /// An open output item of a stream.

@@ -115,6 +115,7 @@ impl Provider {
                 if let Some(preset) = c.openai_preset() {
                     p = p.with_quirks(preset.quirks);
                 }
+                p.native_responses = c.responses.as_deref() == Some("native");
                 Ok(Provider::OpenAi(Arc::new(p)))
             }
             ProviderKind::Azure => Ok(Provider::OpenAi(Arc::new(OpenAiProvider::azure(

@@ -22,6 +22,8 @@ pub struct OpenAiProvider {
     azure_api_version: Option<String>,
     /// How this upstream's dialect differs (from its preset).
     quirks: super::presets::Quirks,
+    /// `/v1/responses` goes to the upstream's own Responses API, as it is.
+    pub native_responses: bool,
 }
 
 impl OpenAiProvider {
@@ -38,6 +40,7 @@ impl OpenAiProvider {
             http: HttpUpstream::new(name, opts, headers)?,
             azure_api_version: None,
             quirks: super::presets::Quirks::default(),
+            native_responses: false,
         })
     }
 
@@ -71,6 +74,7 @@ impl OpenAiProvider {
             http: HttpUpstream::new(name, opts, headers)?,
             azure_api_version: Some(api_version.to_string()),
             quirks: super::presets::Quirks::default(),
+            native_responses: false,
         })
     }
 
@@ -145,6 +149,30 @@ impl OpenAiProvider {
         }
     }
 
+    /// A Responses API request sent to the upstream's own `/responses` as it is (model renamed). A
+    /// stream comes back as its raw server-sent events.
+    pub async fn forward_responses(
+        &self,
+        body: &Map<String, Value>,
+        upstream_model: &str,
+    ) -> Result<NativeAnswer> {
+        let deadline = self.http.deadline();
+        let mut body = body.clone();
+        body.insert("model".into(), Value::String(upstream_model.to_string()));
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let bytes = serde_json::to_vec(&body).map_err(|e| Error::internal(e.to_string()))?;
+        let resp = self
+            .post(&self.path_for("responses", upstream_model), bytes, deadline)
+            .await?;
+        let name = self.http.name.clone();
+        if stream {
+            let events = super::http_client::sse_events(resp, name.clone());
+            Ok(NativeAnswer::Stream(with_deadline(events, deadline, name)))
+        } else {
+            Ok(NativeAnswer::Full(self.http.read_object(resp, deadline).await?))
+        }
+    }
+
     /// The canonical path: a request from another dialect, rendered as OpenAI.
     pub async fn chat(
         &self,
@@ -187,6 +215,12 @@ impl OpenAiProvider {
         };
         Ok((out, warnings))
     }
+}
+
+/// A native Responses answer.
+pub enum NativeAnswer {
+    Full(Value),
+    Stream(futures::stream::BoxStream<'static, Result<protocol::sse::SseEvent>>),
 }
 
 fn not_a_completion(provider: &str, e: &serde_json::Error) -> Error {
