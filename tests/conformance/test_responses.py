@@ -268,12 +268,31 @@ def test_compact_replaces_the_history(client):
 
 
 def test_native_upstream_gets_the_request_as_it_is(client, mock_upstream):
-    r = client.responses.create(model="gpt-native", input="Hello native", previous_response_id="resp_upstream_1")
+    r = client.responses.create(
+        model="gpt-native", input="Hello native", previous_response_id="resp_upstream_1", tools=[{"type": "web_search"}]
+    )
     assert r.metadata == {"served_by": "mock-native-responses"}
     assert r.model == "gpt-native" and r.output_text == "echo: Hello native"
     sent = mock_upstream.requests("POST /v1/responses")[-1]["body"]
     assert sent["model"] == "mock-ok" and sent["previous_response_id"] == "resp_upstream_1"
+    # Built-in tools, refused on the translated path, reach a native upstream.
+    assert sent["tools"] == [{"type": "web_search"}]
     events = list(client.responses.create(model="gpt-native", input="Stream it", stream=True))
     assert [e.type for e in events][0] == "response.created" and events[-1].type == "response.completed"
     assert events[-1].response.model == "gpt-native"
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "echo: Stream it"
+
+
+def test_truncation_auto_drops_the_oldest_turns(client):
+    filler = " ".join(["word"] * 300)
+    history = []
+    for i in range(12):
+        history += [{"role": "user", "content": f"Turn {i}: {filler}"}, {"role": "assistant", "content": f"Noted {i}."}]
+    history.append({"role": "user", "content": "What is the capital of France? One word."})
+    # Too long for the local model's 2048-token context: refused without truncation...
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model=LOCAL, input=history, max_output_tokens=16)
+    # ...answered with it, the oldest turns left out.
+    r = client.responses.create(model=LOCAL, input=history, truncation="auto", max_output_tokens=16, temperature=0)
+    assert r.status in ("completed", "incomplete") and r.output_text
+    assert r.truncation == "auto"

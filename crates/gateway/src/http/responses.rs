@@ -194,12 +194,16 @@ async fn begin(
     {
         return native(app, rid, who, headers, obj, req, probe, model_out).await;
     }
+    wire::check_translatable(&req)?;
     let owner = owner(who);
     let mut items = Vec::new();
     if let Some(prev) = &req.previous_response_id {
         items = context_of(app, who, prev, local).await?;
     }
     items.extend(req.input_items.iter().cloned());
+    if req.truncation.as_deref() == Some("auto") {
+        truncate(&mut items, &req, &probe);
+    }
     let canonical = wire::to_canonical(&req, &items)?;
     let plan = plan::build(&app.catalog, &route, || needs(&req, &items), &[ModelType::Chat])?;
     let admission = admit(app, who, &plan, || needs(&req, &items)).await?;
@@ -274,6 +278,27 @@ async fn begin(
     let mut resp = json_with_metadata(&object, &settle);
     routing_headers(&settle, &[]).apply(&mut resp);
     Ok(Begun::Json(resp))
+}
+
+/// `truncation: "auto"`: the oldest items go until the conversation fits the smallest context among
+/// the model's deployments (with room for the output). Whole turns go: the conversation always
+/// starts at a message, so a tool call never loses its output or the other way round.
+fn truncate(items: &mut Vec<Value>, req: &ResponsesRequest, plan: &plan::Plan) {
+    let Some(ctx) = plan
+        .candidates
+        .iter()
+        .filter_map(|c| c.dep.context_length.or(c.entry.context_length))
+        .min()
+    else {
+        return;
+    };
+    let budget = u64::from(ctx).saturating_sub(u64::from(req.max_output_tokens.unwrap_or(256)));
+    while items.len() > 1 && needs(req, items).estimate.prompt_tokens > budget {
+        items.remove(0);
+        while items.len() > 1 && items[0]["type"] != "message" {
+            items.remove(0);
+        }
+    }
 }
 
 /// What a native answer reports of its usage.
@@ -957,6 +982,7 @@ async fn compact_inner(
         obj.remove(k);
     }
     let req = wire::parse_request(&obj)?;
+    wire::check_translatable(&req)?;
     let mut items = Vec::new();
     if let Some(prev) = &req.previous_response_id {
         items = context_of(app, who, prev, None).await?;

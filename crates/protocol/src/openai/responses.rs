@@ -175,14 +175,9 @@ pub fn parse_request(obj: &Map<String, Value>) -> Result<ResponsesRequest, WireE
                             ));
                         }
                     }
-                    Some(other) => {
-                        return Err(WireError::param(
-                            format!("tools[{i}].type"),
-                            format!(
-                                "The tool type '{other}' is not supported by this gateway; only 'function' tools are (the model's built-in tools run only where the provider offers them natively)."
-                            ),
-                        ));
-                    }
+                    // Built-in tools pass to an upstream that runs them natively; the translated
+                    // path refuses them (see `check_translatable`).
+                    Some(_) => {}
                     None => {
                         return Err(WireError::param(
                             format!("tools[{i}].type"),
@@ -323,6 +318,23 @@ pub fn parse_request(obj: &Map<String, Value>) -> Result<ResponsesRequest, WireE
         stream: opt_bool("stream")?.unwrap_or(false),
         user: opt_str("user")?,
     })
+}
+
+/// What only an upstream's own Responses API can serve: built-in tools (web search, file search,
+/// MCP, ...). A translated request refuses them, naming the tool.
+pub fn check_translatable(req: &ResponsesRequest) -> Result<(), WireError> {
+    for (i, t) in req.tools.iter().enumerate() {
+        let ty = t.get("type").and_then(Value::as_str).unwrap_or("");
+        if ty != "function" {
+            return Err(WireError::param(
+                format!("tools[{i}].type"),
+                format!(
+                    "The tool type '{ty}' is not supported by this model's providers; only 'function' tools are (built-in tools reach only a provider configured with responses = \"native\")."
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One input item in its full form (`type` set, string content as parts), with an id.
@@ -887,11 +899,14 @@ mod tests {
     fn bad_input_is_named() {
         let e = parse_request(&obj(json!({"model": "m", "input": [{"type": "computer_call"}]}))).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("input[0].type"));
-        let e = parse_request(&obj(
+        let r = parse_request(&obj(
             json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
         ))
-        .unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("tools[0].type"));
+        .unwrap();
+        assert_eq!(
+            check_translatable(&r).unwrap_err().param.as_deref(),
+            Some("tools[0].type")
+        );
         let e = parse_request(&obj(json!({"model": "m", "input": "x", "max_output_tokens": 3}))).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("max_output_tokens"));
         let e = parse_request(&obj(json!({"model": "m", "input": "x", "bogus": 1}))).unwrap_err();
