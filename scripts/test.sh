@@ -80,4 +80,7 @@ cargo nextest run --workspace --locked --no-fail-fast
 say "conformance: official SDKs against the real binary"
 "$venv/bin/python" -m pytest -q tests/conformance "$@"
 
+say "benchmark harness (smoke: a few seconds, debug build, no figures)"
+./bench/run.sh --smoke
+
 say "all tests passed"
