@@ -788,14 +788,7 @@ impl Reader {
     fn start(&mut self) {
         if !self.started {
             self.started = true;
-            self.pending.push_back(Ok(StreamEvent::Start {
-                id: format!("chatcmpl-cli{:016x}", rand::random::<u64>()),
-                model: self.model.clone(),
-                created: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            }));
+            self.pending.push_back(Ok(start_event(&self.model)));
         }
     }
 
@@ -912,23 +905,7 @@ impl Reader {
             self.end(FinishReason::Stop);
             return;
         }
-        let code = match status {
-            Ok(Ok(s)) => s
-                .code()
-                .map_or_else(|| "a signal".to_string(), |c| format!("code {c}")),
-            _ => "an unknown status".into(),
-        };
-        let tail = self.run.stderr();
-        let e = Error::new(
-            ErrorKind::Upstream,
-            format!(
-                "CLI provider {} exited with {code} before answering{}{}",
-                self.provider,
-                if tail.is_empty() { "" } else { ": " },
-                tail
-            ),
-        )
-        .with_status(http::StatusCode::BAD_GATEWAY);
+        let e = exit_error(&self.provider, status.ok(), &self.run.stderr());
         self.fail(e);
     }
 }
@@ -1005,23 +982,8 @@ fn read_raw(
                         }));
                     }
                     other => {
-                        let code = match other {
-                            Ok(Ok(s)) => s
-                                .code()
-                                .map_or_else(|| "a signal".to_string(), |c| format!("code {c}")),
-                            _ => "an unknown status".into(),
-                        };
-                        let tail = st.run.stderr();
-                        st.reader.pending.push_back(Err(Error::new(
-                            ErrorKind::Upstream,
-                            format!(
-                                "CLI provider {} exited with {code}{}{}",
-                                st.reader.provider,
-                                if tail.is_empty() { "" } else { ": " },
-                                tail
-                            ),
-                        )
-                        .with_status(http::StatusCode::BAD_GATEWAY)));
+                        let e = exit_error(&st.reader.provider, other.ok(), &st.run.stderr());
+                        st.reader.pending.push_back(Err(e));
                     }
                 }
                 st.reader.done = true;
@@ -1049,6 +1011,26 @@ fn read_raw(
         }
     })
     .boxed()
+}
+
+/// A run that ended without an answer: a 502 with how it exited and the last lines of its stderr.
+fn exit_error(
+    provider: &str,
+    status: Option<std::io::Result<std::process::ExitStatus>>,
+    stderr_tail: &str,
+) -> Error {
+    let code = match status {
+        Some(Ok(s)) => s
+            .code()
+            .map_or_else(|| "a signal".to_string(), |c| format!("code {c}")),
+        _ => "an unknown status".into(),
+    };
+    let sep = if stderr_tail.is_empty() { "" } else { ": " };
+    Error::new(
+        ErrorKind::Upstream,
+        format!("CLI provider {provider} exited with {code} before answering{sep}{stderr_tail}"),
+    )
+    .with_status(http::StatusCode::BAD_GATEWAY)
 }
 
 fn start_event(model: &str) -> StreamEvent {
