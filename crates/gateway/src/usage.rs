@@ -162,7 +162,9 @@ impl UsageLog {
                 self.replay_orphans().await;
                 orphans_checked = Some(std::time::Instant::now());
             }
-            match self.drain().await {
+            let drained = self.drain().await;
+            metrics::gauge!(crate::telemetry::USAGE_PENDING_BYTES).set(self.pending_bytes() as f64);
+            match drained {
                 Ok(()) => backoff = Duration::from_millis(200),
                 Err(e) => {
                     tracing::warn!(

@@ -312,6 +312,26 @@ async fn with_postgres_down_requests_go_on_and_rows_arrive_when_it_is_back() {
         rss_during < rss_before + 40 * 1024 * 1024,
         "memory grew from {rss_before} to {rss_during} bytes while the database was down"
     );
+    // The rows wait in the journal, and the metric says how much (once the writer's first attempt
+    // against the dead database has given up).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = gw.metrics().await;
+        let bytes: f64 = text
+            .lines()
+            .find(|l| l.starts_with("switchyard_usage_journal_pending_bytes"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if bytes > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pending usage bytes reported while Postgres is down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Revocation and usage cannot reach the store now, but the cached key still works.
     let (st, _, _) = send(gw.client.get(gw.url("/v1/me")).bearer_auth(&secret)).await;
     assert_eq!(st, 200);
