@@ -7,6 +7,9 @@
 #   bench/run.sh                 release build; 1k and 3k requests/s, max throughput, streaming, memory
 #   bench/run.sh --smoke         a few seconds, debug build: what CI runs so the harness cannot rot
 #   bench/run.sh --seconds 20    longer runs
+#   bench/run.sh --peers         also onwards, the TensorZero gateway (its PyPI wheel), the LiteLLM proxy and
+#                                the Portkey gateway, installed into ~/.cache/switchyard/peers (pinned
+#                                versions), each with two upstream entries of the same model
 #
 # Prints one table and writes bench/results/<date>.json (not in smoke mode). Needs python3 for the
 # table. Processes are pinned with taskset when it exists: the gateway on CPU 1, the mock and the load
@@ -16,10 +19,12 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 smoke=0
+peers=0
 secs=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
+    --peers) peers=1 ;;
     --seconds) secs=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -146,6 +151,117 @@ hold_kb=$(rss_kb "$gw2_pid")
 wait $hold_pid || true
 opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/hold.out" 2>/dev/null || echo 0)
 
+# ---- Peers: the same fixed-rate and closed-loop runs, each gateway pinned where Switchyard was. ----
+if [ "$peers" = 1 ] && [ "$smoke" = 0 ]; then
+  pdir="${SWITCHYARD_PEERS:-$HOME/.cache/switchyard/peers}"
+  mkdir -p "$pdir"
+  [ -x "$pdir/onwards/bin/onwards" ] || cargo install --locked --root "$pdir/onwards" onwards --version 1.2.0 >&2
+  [ -x "$pdir/venv/bin/litellm" ] || { python3 -m venv "$pdir/venv"; "$pdir/venv/bin/pip" install -q 'litellm[proxy]==1.106.2' 'tensorzero==2026.6.0' >&2; }
+  [ -f "$pdir/portkey/node_modules/@portkey-ai/gateway/build/start-server.js" ] ||
+    (mkdir -p "$pdir/portkey" && cd "$pdir/portkey" && npm install --no-audit --no-fund --loglevel=error @portkey-ai/gateway@1.15.2 >&2)
+  port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  ready() { for _ in $(seq 1 600); do curl -sf "$1" > /dev/null 2>&1 && return 0; sleep 0.1; done; echo "$2 did not start" >&2; return 1; }
+  measure() { # name pid url model [loadgen args...]
+    local name=$1 ppid=$2 url=$3 model=$4; shift 4
+    lg max --url "$url" --body "$(body "$model")" --conns 16 --seconds 1 "$@" > /dev/null
+    local idle; idle=$(rss_kb "$ppid")
+    for r in $rates; do
+      local t0 t1
+      t0=$(cpu_ticks "$ppid")
+      ( sleep "$(python3 -c "print($secs / 2)")"; rss_kb "$ppid" > "$tmp/prss" ) &
+      local sampler=$!
+      lg rate --url "$url" --body "$(body "$model")" --rate "$r" --seconds "$secs" "$@" > "$tmp/peer.json"
+      t1=$(cpu_ticks "$ppid")
+      wait "$sampler"
+      python3 - "$tmp/peer.json" "$r" "$t0" "$t1" "$(cat "$tmp/prss")" "$name" "$idle" >> "$results" <<'PY2'
+import json, os, sys
+r = json.load(open(sys.argv[1]))
+r["cpu_s_per_1k"] = (int(sys.argv[4]) - int(sys.argv[3])) / os.sysconf("SC_CLK_TCK") / max(r["sent"], 1) * 1000
+r["rss_kb"] = int(sys.argv[5]); r["rss_idle_kb"] = int(sys.argv[7])
+print(json.dumps({"case": sys.argv[6], "rate": int(sys.argv[2]), "r": r}))
+PY2
+    done
+    lg max --url "$url" --body "$(body "$model")" --conns 64 --seconds "$secs" "$@" | sed "s/^/{\"case\":\"$name\",\"rate\":\"max\",\"r\":/; s/\$/}/" >> "$results"
+  }
+
+  # onwards: two weighted providers of one model.
+  p=$(port); mp=$(port)
+  printf '{"targets":{"bench":{"strategy":"weighted_random","providers":[{"url":"%s/v1","onwards_model":"mock-ok","weight":1},{"url":"%s/v1","onwards_model":"mock-ok","weight":1}]}}}\n' "$mock" "$mock" > "$tmp/onwards.json"
+  RUST_LOG=error daemon 1 "$pdir/onwards/bin/onwards" -f "$tmp/onwards.json" --port "$p" --metrics-port "$mp" > "$tmp/onwards.log" 2>&1 &
+  opid=$!
+  ready "http://127.0.0.1:$p/v1/models" onwards && measure onwards "$opid" "http://127.0.0.1:$p/v1/chat/completions" bench
+  kill "$opid" 2>/dev/null || true
+
+  # LiteLLM: two model_list entries of one model name, no database, logging off.
+  p=$(port)
+  cat > "$tmp/litellm.yaml" <<YAML
+model_list:
+  - model_name: bench
+    litellm_params: {model: openai/mock-ok, api_base: "$mock/v1", api_key: dummy}
+  - model_name: bench
+    litellm_params: {model: openai/mock-ok, api_base: "$mock/v1", api_key: dummy}
+router_settings: {routing_strategy: simple-shuffle}
+litellm_settings: {telemetry: False, callbacks: []}
+general_settings: {master_key: sk-bench-litellm-key, disable_spend_logs: True, disable_error_logs: True}
+YAML
+  LITELLM_LOG=ERROR daemon 1 "$pdir/venv/bin/litellm" --config "$tmp/litellm.yaml" --host 127.0.0.1 --port "$p" > "$tmp/litellm.log" 2>&1 &
+  lpid=$!
+  ready "http://127.0.0.1:$p/health/liveliness" litellm && measure litellm "$lpid" "http://127.0.0.1:$p/v1/chat/completions" bench --key sk-bench-litellm-key
+  kill "$lpid" 2>/dev/null || true
+
+  # TensorZero: the gateway in its wheel (it picks its own port); two variants of one function, one
+  # model each, sampled evenly; observability off.
+  cat > "$tmp/tensorzero.toml" <<TOML
+[gateway]
+observability.enabled = false
+[models.bench_a]
+routing = ["up"]
+[models.bench_a.providers.up]
+type = "openai"
+api_base = "$mock/v1"
+model_name = "mock-ok"
+api_key_location = "none"
+[models.bench_b]
+routing = ["up"]
+[models.bench_b.providers.up]
+type = "openai"
+api_base = "$mock/v1"
+model_name = "mock-ok"
+api_key_location = "none"
+[functions.bench]
+type = "chat"
+[functions.bench.variants.a]
+type = "chat_completion"
+model = "bench_a"
+[functions.bench.variants.b]
+type = "chat_completion"
+model = "bench_b"
+TOML
+  cat > "$tmp/t0.py" <<'PY3'
+import signal, sys, time
+from tensorzero import _start_http_gateway
+gw = _start_http_gateway(config_file=sys.argv[1], clickhouse_url=None, postgres_url=None, valkey_url=None, async_setup=False)
+print("listening on", gw.base_url, flush=True)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+while True:
+    time.sleep(3600)
+PY3
+  RUST_LOG=error daemon 1 "$pdir/venv/bin/python" "$tmp/t0.py" "$tmp/tensorzero.toml" > "$tmp/t0.log" 2>&1 &
+  tpid=$!
+  for _ in $(seq 1 300); do grep -q "listening on" "$tmp/t0.log" && break; sleep 0.1; done
+  t0url=$(grep -o 'http://127[^ ]*/openai/v1' "$tmp/t0.log" | head -1)
+  [ -n "$t0url" ] && measure tensorzero "$tpid" "$t0url/chat/completions" "tensorzero::function_name::bench"
+  kill "$tpid" 2>/dev/null || true
+
+  # Portkey: load balancing across two targets, given per request in x-portkey-config.
+  p=$(port)
+  daemon 1 node "$pdir/portkey/node_modules/@portkey-ai/gateway/build/start-server.js" --port="$p" --headless > "$tmp/portkey.log" 2>&1 &
+  kpid=$!
+  cfg='{"strategy":{"mode":"loadbalance"},"targets":[{"provider":"openai","api_key":"dummy","custom_host":"'"$mock"'/v1","weight":1},{"provider":"openai","api_key":"dummy","custom_host":"'"$mock"'/v1","weight":1}]}'
+  ready "http://127.0.0.1:$p/" portkey && measure portkey "$kpid" "http://127.0.0.1:$p/v1/chat/completions" mock-ok --header "x-portkey-config: $cfg"
+  kill "$kpid" 2>/dev/null || true
+fi
+
 python3 - "$results" "$idle_kb" "$hold_kb" "$hold" "$opened" "$profile" "$smoke" "$root" <<'PY'
 import datetime, json, os, platform, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -157,15 +273,16 @@ def lat(r, k):
 out = []
 print(f"\nSwitchyard benchmark ({profile} build, {os.cpu_count()} CPUs, {platform.machine()})")
 print(f"{'case':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'+p50':>8}{'+p99':>8}{'+p99.9':>8}{'ratio':>7}{'CPU s/1k':>10}{'RSS MB':>8}")
+peers = [c for c in ("onwards", "litellm", "tensorzero", "portkey") if any(k[0] == c for k in by)]
 for rate in [k[1] for k in by if k[0] == "direct" and k[1] not in ("stream",)]:
     d, s = by.get(("direct", rate)), by.get(("switchyard", rate))
     if not d or not s:
         continue
-    for name, r in (("direct", d), ("switchyard", s)):
+    for name, r in [("direct", d), ("switchyard", s)] + [(p, by[(p, rate)]) for p in peers if (p, rate) in by]:
         l = r["latency"] or {}
         rps = r.get("achieved_rps", r.get("rps", 0))
         extra = ""
-        if name == "switchyard":
+        if name != "direct":
             dl = d["latency"] or {}
             add = [l.get(q, 0) - dl.get(q, 0) for q in ("p50_ms", "p99_ms", "p999_ms")]
             drps = d.get("achieved_rps", d.get("rps", 1)) or 1
@@ -179,6 +296,12 @@ if d and s:
           f"through {s['ttft']['p50_ms']:.3f}/{s['ttft']['p99_ms']:.3f} ms (added p99 {s['ttft']['p99_ms'] - d['ttft']['p99_ms']:.3f} ms); "
           f"chunk gap p99 direct {d['gap']['p99_ms']:.3f}, through {s['gap']['p99_ms']:.3f} ms")
 print(f"memory: RSS idle {int(idle_kb) / 1024:.1f} MB; with {opened}/{hold} open streams {int(hold_kb) / 1024:.1f} MB")
+if peers:
+    sy = by[("switchyard", "max")]["rps"]
+    print("max throughput, Switchyard vs each peer: " + ", ".join(
+        f"{p} {by[(p, 'max')]['rps']:.0f} req/s ({sy / max(by[(p, 'max')]['rps'], 1e-9):.2f}x)" for p in peers if (p, "max") in by))
+    print("peer RSS idle: " + ", ".join(f"{p} {by[(p, rates_first)]['rss_idle_kb'] / 1024:.1f} MB" for p in peers
+          for rates_first in [next(k[1] for k in by if k[0] == p and k[1] != 'max')]))
 doc = {"date": datetime.datetime.utcnow().isoformat() + "Z", "profile": profile, "cpus": os.cpu_count(),
        "rss_idle_kb": int(idle_kb), "rss_open_streams_kb": int(hold_kb), "open_streams": int(opened),
        "results": rows}

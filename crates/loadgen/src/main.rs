@@ -32,6 +32,9 @@ struct Target {
     /// A bearer token.
     #[arg(long)]
     key: Option<String>,
+    /// Extra headers, `name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -90,6 +93,11 @@ fn request(c: &reqwest::Client, t: &Target) -> reqwest::RequestBuilder {
         .body(t.body.clone());
     if let Some(k) = &t.key {
         r = r.bearer_auth(k);
+    }
+    for h in &t.headers {
+        if let Some((name, value)) = h.split_once(':') {
+            r = r.header(name.trim(), value.trim());
+        }
     }
     r
 }
