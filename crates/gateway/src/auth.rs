@@ -104,10 +104,7 @@ impl Auth {
     /// An issued key, if `key` is one: revoked and expired keys are refused.
     fn issued(&self, key: &str) -> Option<Result<Principal, Error>> {
         let rec = self.keys.as_ref()?.lookup(key)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::store::now_secs() as i64;
         Some(if rec.revoked {
             Err(
                 Error::new(ErrorKind::Authentication, "This API key has been revoked.")

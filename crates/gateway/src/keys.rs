@@ -119,13 +119,6 @@ fn random_base62() -> String {
     String::from_utf8(digits).unwrap_or_default()
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// The key store and its cache.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -250,7 +243,7 @@ impl Keys {
             budget_period: f.budget_period.clone(),
             expires_at: f.expires_at,
             revoked: false,
-            created_at: now_secs(),
+            created_at: crate::store::now_secs() as i64,
         };
         self.write(&rec, true).await?;
         self.changed().await?;

@@ -32,7 +32,7 @@ use crate::providers::openai::NativeAnswer;
 use crate::providers::{ChatOutput, EventStream, Provider};
 use crate::router::plan::{self, Candidate, Needs};
 use crate::router::strategy::Estimate;
-use crate::store::Store;
+use crate::store::{Store, now_secs};
 use crate::stored::{self, StoredResponse};
 
 fn owner(who: &Principal) -> String {
@@ -48,13 +48,6 @@ fn store(app: &App) -> Result<&Store> {
         .as_ref()
         .map(|u| u.store())
         .ok_or_else(|| Error::new(ErrorKind::Unavailable, "The response store is not open."))
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// What a conversation needs of a deployment.

@@ -212,10 +212,7 @@ impl BedrockProvider {
             (Some(h), None) => h.to_string(),
             _ => return Err(Error::internal("the Bedrock URL has no host")),
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::store::now_secs();
         for (k, v) in sign(
             creds,
             &self.region,
@@ -272,10 +269,7 @@ fn start(model: &str) -> StreamEvent {
     StreamEvent::Start {
         id: format!("bedrock-{:016x}", rand::random::<u64>()),
         model: model.to_string(),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created: crate::store::now_secs(),
     }
 }
 

@@ -561,10 +561,7 @@ fn claude_error(result: &str, subtype: &str, status: Option<u64>, resets_at: Opt
         || lower.contains("limit reached")
         || lower.contains("rate limit")
     {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::store::now_secs();
         let wait = result
             .rsplit_once('|')
             .and_then(|(_, ts)| ts.trim().parse::<u64>().ok())
@@ -827,10 +824,7 @@ impl Reader {
                         claude_error(&e.message, "error", Some(429), Some(at))
                     }
                     (Some(at), Some(_)) => {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_secs())
-                            .unwrap_or(0);
+                        let now = crate::store::now_secs();
                         e.with_retry_after(Duration::from_secs(at.saturating_sub(now).max(1)))
                     }
                     _ => e,
@@ -1037,10 +1031,7 @@ fn start_event(model: &str) -> StreamEvent {
     StreamEvent::Start {
         id: format!("chatcmpl-cli{:016x}", rand::random::<u64>()),
         model: model.to_string(),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created: crate::store::now_secs(),
     }
 }
 

@@ -218,10 +218,7 @@ impl Decoder {
                     .as_str()
                     .map_or_else(|| format!("gemini-{:016x}", rand::random::<u64>()), String::from),
                 model: v["modelVersion"].as_str().unwrap_or(&self.model).to_string(),
-                created: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
+                created: crate::store::now_secs(),
             }));
         }
         if let Some(u) = v.get("usageMetadata") {
