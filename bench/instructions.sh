@@ -5,7 +5,10 @@
 #
 #   bench/instructions.sh [N] [SWITCHYARD_BINARY ...]     (default: N=1000, this checkout's release build)
 #
-# The config is the same for every binary (older builds must parse it too).
+# Every feature is on, as in bench/run.sh: an issued key with its own limits and a budget, global
+# limits, the usage log in SQLite (its background writer counts too: the server stores every row
+# before it exits), metrics, routing metadata, two deployments of the model. The config is the same for
+# every binary (older builds must parse it too).
 # Compare two builds in one run: bench/instructions.sh 1000 /path/to/old/switchyard target/release/switchyard
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,16 +32,28 @@ cat > "$tmp/config.toml" <<TOML
 address = "127.0.0.1:0"
 [auth]
 master_key = "sk-bench"
-[providers.mock]
+[limits]
+max_requests_per_minute = 100000000
+max_tokens_per_minute = 100000000000
+[providers.a]
+kind = "openai"
+base_url = "$mock/v1"
+[providers.b]
 kind = "openai"
 base_url = "$mock/v1"
 [models.bench]
-provider = "mock"
+strategy = "weighted"
+[[models.bench.deployments]]
+provider = "a"
+model = "mock-ok"
+[[models.bench.deployments]]
+provider = "b"
 model = "mock-ok"
 TOML
 # Instructions of one gateway run that serves $2 requests.
 count() {
-  SWITCHYARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$1" serve \
+  rm -rf "$tmp/home"
+  SWITCHYARD_HOME="$tmp/home" SWITCHYARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$1" serve \
     --config "$tmp/config.toml" > "$tmp/gw.out" 2> "$tmp/vg.err" &
   local pid=$!
   until grep -q listening "$tmp/gw.out" 2>/dev/null; do
@@ -50,9 +65,12 @@ count() {
 import http.client, json, sys, urllib.parse
 u = urllib.parse.urlparse(sys.argv[1]); n = int(sys.argv[2])
 c = http.client.HTTPConnection(u.hostname, u.port)
+c.request("POST", "/admin/keys", json.dumps({"name": "bench", "rpm": 100000000, "tpm": 100000000000,
+          "max_parallel": 100000, "budget_usd": 1000000}), {"Authorization": "Bearer sk-bench"})
+r = c.getresponse(); key = json.loads(r.read())["key"]
 body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello from the benchmark"}]})
 for _ in range(n):
-    c.request("POST", "/v1/chat/completions", body, {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"})
+    c.request("POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 PY

@@ -271,18 +271,53 @@ impl Admission {
 
     /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, as OpenAI sends them.
     pub fn apply(&self, h: &mut HeaderMap) {
-        for (kind, q) in [("requests", self.requests), ("tokens", self.tokens)] {
+        self.rate_headers().apply(h);
+    }
+
+    /// The standing that the `x-ratelimit-*` headers show, copied out (an answer's headers are made
+    /// after the admission has moved into its settlement).
+    pub fn rate_headers(&self) -> RateHeaders {
+        RateHeaders {
+            requests: self.requests,
+            tokens: self.tokens,
+        }
+    }
+}
+
+/// The `x-ratelimit-*` headers of one admission.
+#[derive(Debug, Clone, Copy)]
+pub struct RateHeaders {
+    requests: Option<Quota>,
+    tokens: Option<Quota>,
+}
+
+impl RateHeaders {
+    /// Writes the headers: static names, and a value made without an intermediate string.
+    pub fn apply(self, h: &mut HeaderMap) {
+        const NAMES: [[HeaderName; 3]; 2] = [
+            [
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
+            ],
+            [
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
+            ],
+        ];
+        for (names, q) in NAMES.into_iter().zip([self.requests, self.tokens]) {
             let Some(q) = q else { continue };
-            for (what, v) in [
-                ("limit", q.limit.to_string()),
-                ("remaining", q.remaining.to_string()),
-                ("reset", format!("{}s", q.reset.as_secs_f64().ceil() as u64)),
-            ] {
-                if let (Ok(name), Ok(value)) = (
-                    HeaderName::try_from(format!("x-ratelimit-{what}-{kind}")),
-                    HeaderValue::from_str(&v),
-                ) {
-                    h.insert(name, value);
+            let [limit, remaining, reset] = names;
+            h.insert(limit, HeaderValue::from(q.limit));
+            h.insert(remaining, HeaderValue::from(q.remaining));
+            let mut buf = [0u8; 24];
+            let mut w = &mut buf[..];
+            let secs = q.reset.as_secs_f64().ceil() as u64;
+            if std::io::Write::write_fmt(&mut w, format_args!("{secs}s")).is_ok() {
+                let n = 24 - w.len();
+                if let Ok(value) = HeaderValue::from_bytes(&buf[..n]) {
+                    h.insert(reset, value);
                 }
             }
         }

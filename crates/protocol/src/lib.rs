@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod canonical;
 pub mod error;
 pub mod openai;
+pub mod raw;
 pub mod sse;
 
 pub use error::WireError;

@@ -201,7 +201,9 @@ fn usage_of(v: &Value) -> Option<c::Usage> {
 /// body stays exactly Anthropic's shape: routing is told in headers only.
 fn relay_raw(raw: Raw, model: &str, fallback_id: String, mut settle: Settle) -> Result<Response> {
     let headers = routing_headers(&settle, &[]);
+    let raw = raw.parsed(&settle.provider).inspect_err(|e| settle.failed(e))?;
     let mut resp = match raw {
+        Raw::Json(_) => return Err(Error::internal("an unparsed answer after parsing")),
         Raw::Full(mut v) => {
             if v.get("type").and_then(Value::as_str) != Some("message")
                 || !v.get("content").is_some_and(Value::is_array)

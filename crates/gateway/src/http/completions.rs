@@ -465,7 +465,10 @@ async fn attempt_embedding(
     let dep = &cand.dep;
     match &dep.provider {
         Provider::OpenAi(p) => {
-            let raw = p.forward("embeddings", obj, &dep.upstream_model).await?;
+            let raw = p
+                .forward("embeddings", obj, &dep.upstream_model)
+                .await?
+                .parsed(dep.provider.name())?;
             let crate::providers::Raw::Full(v) = raw else {
                 return Err(Error::bad_gateway("the upstream streamed an embeddings answer"));
             };

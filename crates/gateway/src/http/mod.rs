@@ -247,7 +247,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         claimed: Default::default(),
     });
     req.extensions_mut().insert(RequestId(id.clone(), ticket.clone()));
-    let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "route" => route.to_string());
+    let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "route" => route.clone());
     in_flight.increment(1.0);
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -257,15 +257,15 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         }
         resp.headers_mut().insert("x-request-id", v);
     }
-    let model = resp
+    let model: Arc<str> = resp
         .extensions()
         .get::<ModelLabel>()
-        .map_or_else(String::new, |m| m.0.clone());
+        .map_or_else(|| Arc::from(""), |m| m.0.clone());
     metrics::counter!(
         telemetry::REQUESTS,
-        "route" => route.to_string(),
+        "route" => route.clone(),
         "model" => model.clone(),
-        "status" => resp.status().as_u16().to_string()
+        "status" => status_label(resp.status())
     )
     .increment(1);
     // Requests on a model surface that no settlement logged (errors, refusals) get their row here.
@@ -279,7 +279,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
             ts: crate::store::now_ms(),
             key_id: resp.extensions().get::<KeyLabel>().map(|k| k.0.clone()),
             surface: surface.to_string(),
-            model: model.clone(),
+            model: model.to_string(),
             provider: None,
             upstream_model: None,
             input_tokens: 0,
@@ -308,10 +308,31 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     )
 }
 
+/// A status code as a metrics label: the usual ones without an allocation.
+fn status_label(s: StatusCode) -> metrics::SharedString {
+    let known: &'static str = match s.as_u16() {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        402 => "402",
+        403 => "403",
+        404 => "404",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return metrics::SharedString::from(other.to_string()),
+    };
+    metrics::SharedString::const_str(known)
+}
+
 struct ObserveGuard {
     start: Instant,
     route: Arc<str>,
-    model: String,
+    model: Arc<str>,
     in_flight: metrics::Gauge,
 }
 
@@ -320,8 +341,8 @@ impl Drop for ObserveGuard {
         self.in_flight.decrement(1.0);
         metrics::histogram!(
             telemetry::REQUEST_DURATION,
-            "route" => self.route.to_string(),
-            "model" => std::mem::take(&mut self.model)
+            "route" => self.route.clone(),
+            "model" => self.model.clone()
         )
         .record(self.start.elapsed().as_secs_f64());
     }

@@ -16,11 +16,14 @@ use protocol::openai::chat::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkEncoder, WireUsage,
 };
 use protocol::openai::{self as wire, validate};
+use protocol::raw::RawObject;
 use protocol::sse;
 use serde_json::{Map, Value, json};
 
 use super::response::{Dialect, error_body, error_response, json_body, sse_response};
-pub(crate) use super::shared::{RoutingHeaders, Served, Settle, collect, json_with_metadata, labelled};
+pub(crate) use super::shared::{
+    RoutingHeaders, Served, Settle, collect, json_bytes_with_metadata, json_with_metadata, labelled,
+};
 use super::shared::{admit, answer, first_item, read_chat_request, walk};
 use super::{App, RequestId};
 use crate::auth::Principal;
@@ -213,6 +216,16 @@ pub(crate) fn relay_raw(
             }
             json_with_metadata(&v, &settle)
         }
+        Raw::Json(bytes) => {
+            let body = match rewrite_answer(&bytes, model, &fallback_id, &mut settle) {
+                Ok(b) => b,
+                Err(e) => {
+                    settle.failed(&e);
+                    return Err(e);
+                }
+            };
+            json_bytes_with_metadata(body, &settle)
+        }
         Raw::Stream(chunks) => sse_response(relay_chunks(
             chunks,
             model.to_string(),
@@ -223,6 +236,67 @@ pub(crate) fn relay_raw(
     };
     headers.apply(&mut resp);
     Ok(resp)
+}
+
+/// The upstream's answer with the public model name and one id, as bytes: its other members are
+/// copied as they came (no tree of values is built), and its usage is read for the settlement.
+fn rewrite_answer(bytes: &[u8], model: &str, fallback_id: &str, settle: &mut Settle) -> Result<Vec<u8>> {
+    let obj = RawObject::parse(bytes).map_err(|_| crate::providers::not_json(&settle.provider))?;
+    if !obj.is_array("choices") {
+        return Err(Error::bad_gateway(format!(
+            "upstream {} answered without choices",
+            settle.provider
+        )));
+    }
+    settle.token();
+    if let Some(u) = obj
+        .get("usage")
+        .and_then(|u| serde_json::from_str::<WireUsage>(u.get()).ok())
+    {
+        settle.usage(u.to_canonical());
+    }
+    let keep_id = obj.get_str("id").is_some_and(|id| !id.is_empty());
+    let mut out = Vec::with_capacity(bytes.len() + model.len() + 512);
+    out.push(b'{');
+    fn wrote(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        // A key is a string: serialising it cannot fail.
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        out.extend_from_slice(value);
+    }
+    let model_json = serde_json::to_vec(model).map_err(|e| Error::internal(e.to_string()))?;
+    let id_json = serde_json::to_vec(fallback_id).map_err(|e| Error::internal(e.to_string()))?;
+    let (mut model_done, mut id_done) = (false, keep_id);
+    for (k, v) in &obj.members {
+        match k.as_ref() {
+            "model" => {
+                if !model_done {
+                    wrote(&mut out, "model", &model_json);
+                    model_done = true;
+                }
+            }
+            "id" if !keep_id => {
+                if !id_done {
+                    wrote(&mut out, "id", &id_json);
+                    id_done = true;
+                }
+            }
+            // Ours to add; an upstream's own (another gateway's) would make a duplicate key.
+            "routing_metadata" if settle.in_body => {}
+            key => wrote(&mut out, key, v.get().as_bytes()),
+        }
+    }
+    if !id_done {
+        wrote(&mut out, "id", &id_json);
+    }
+    if !model_done {
+        wrote(&mut out, "model", &model_json);
+    }
+    out.push(b'}');
+    Ok(out)
 }
 
 /// The last chunk of a stream: no choices, the routing metadata (and nothing else new).

@@ -29,7 +29,7 @@ impl Dialect {
 
 /// The model label a handler leaves on its response for the metrics layer.
 #[derive(Debug, Clone)]
-pub struct ModelLabel(pub String);
+pub struct ModelLabel(pub std::sync::Arc<str>);
 
 /// The OpenAI error object.
 pub fn openai_error_body(e: &Error) -> Value {

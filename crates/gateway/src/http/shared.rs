@@ -194,16 +194,20 @@ struct Cost {
 /// A JSON answer with `routing_metadata` added as its last key (when the switch is on), written into
 /// the serialized body rather than through a `Value`.
 pub(crate) fn json_with_metadata(v: &impl serde::Serialize, settle: &Settle) -> Response {
-    let mut bytes = match serde_json::to_vec(v) {
-        Ok(b) => b,
+    match serde_json::to_vec(v) {
+        Ok(b) => json_bytes_with_metadata(b, settle),
         Err(e) => {
             tracing::error!("could not encode a response: {e}");
-            return super::response::error_response(
+            super::response::error_response(
                 super::Dialect::OpenAi,
                 &Error::internal("could not encode the response"),
-            );
+            )
         }
-    };
+    }
+}
+
+/// [`json_with_metadata`] for an object already serialized.
+pub(crate) fn json_bytes_with_metadata(mut bytes: Vec<u8>, settle: &Settle) -> Response {
     if settle.in_body && bytes.last() == Some(&b'}') {
         bytes.pop();
         if bytes.len() > 1 {
@@ -231,8 +235,9 @@ pub(crate) fn json_with_metadata(v: &impl serde::Serialize, settle: &Settle) -> 
 /// disconnect never loses what was already spent. It also feeds the deployment's measurements (time to
 /// first token, tokens per second) and renders `routing_metadata`.
 pub(crate) struct Settle {
-    model: String,
-    pub(crate) provider: String,
+    /// The model and provider, shared with the metrics labels (a reference count, not a copy, each).
+    model: Arc<str>,
+    pub(crate) provider: Arc<str>,
     start: Instant,
     rid: RequestId,
     key_id: Option<String>,
@@ -261,8 +266,8 @@ impl Settle {
         rid.1.claim();
         Settle {
             admission,
-            model: model.to_string(),
-            provider: served.dep().provider.name().to_string(),
+            model: Arc::from(model),
+            provider: Arc::from(served.dep().provider.name()),
             start: Instant::now(),
             rid: rid.clone(),
             key_id: who.key_id(),
@@ -392,8 +397,8 @@ impl Drop for Settle {
                 ts: crate::store::now_ms(),
                 key_id: self.key_id.take(),
                 surface: self.surface.to_string(),
-                model: self.model.clone(),
-                provider: Some(self.provider.clone()),
+                model: self.model.to_string(),
+                provider: Some(self.provider.to_string()),
                 upstream_model: Some(dep.upstream_model.clone()),
                 input_tokens: u.input_tokens,
                 output_tokens: u.output_tokens,
@@ -409,14 +414,14 @@ impl Drop for Settle {
         }
         if let Some(u) = self.usage {
             let labels = |dir: &'static str| {
-                [
-                    ("model", self.model.clone()),
-                    ("provider", self.provider.clone()),
-                    ("direction", dir.to_string()),
+                vec![
+                    metrics::Label::new("model", self.model.clone()),
+                    metrics::Label::new("provider", self.provider.clone()),
+                    metrics::Label::new("direction", dir),
                 ]
             };
-            metrics::counter!(telemetry::TOKENS, &labels("input")).increment(u.input_tokens);
-            metrics::counter!(telemetry::TOKENS, &labels("output")).increment(u.output_tokens);
+            metrics::counter!(telemetry::TOKENS, labels("input")).increment(u.input_tokens);
+            metrics::counter!(telemetry::TOKENS, labels("output")).increment(u.output_tokens);
             if let Some(tps) = self.tps() {
                 self.served.dep().health.record_tps(tps);
             }
@@ -438,7 +443,7 @@ pub(crate) fn answer(dialect: Dialect, model: &str, result: Result<Response>) ->
 }
 
 pub(crate) fn labelled(mut resp: Response, model: &str) -> Response {
-    resp.extensions_mut().insert(ModelLabel(model.to_string()));
+    resp.extensions_mut().insert(ModelLabel(Arc::from(model)));
     resp
 }
 
@@ -452,7 +457,7 @@ pub(crate) struct RoutingHeaders {
     strategy: &'static str,
     attempts: usize,
     warnings: Option<HeaderValue>,
-    rate: Option<HeaderMap>,
+    rate: Option<crate::limits::RateHeaders>,
 }
 
 impl RoutingHeaders {
@@ -489,11 +494,7 @@ impl RoutingHeaders {
 
     /// Adds the `x-ratelimit-*` headers of the request's admission.
     pub(crate) fn with_rate(mut self, admission: Option<&Admission>) -> RoutingHeaders {
-        if let Some(a) = admission {
-            let mut h = HeaderMap::new();
-            a.apply(&mut h);
-            self.rate = Some(h);
-        }
+        self.rate = admission.map(Admission::rate_headers);
         self
     }
 
@@ -517,7 +518,7 @@ impl RoutingHeaders {
             h.insert(WARNINGS, w);
         }
         if let Some(rate) = self.rate {
-            h.extend(rate);
+            rate.apply(h);
         }
     }
 }

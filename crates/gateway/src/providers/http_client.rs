@@ -24,6 +24,9 @@ pub struct HttpUpstream {
     pub client: reqwest::Client,
     /// The whole-request deadline, streaming included.
     pub timeout: Duration,
+    /// Endpoint URLs parsed once (a handful per provider), instead of a `format!` and a URL parse per
+    /// request.
+    urls: parking_lot::RwLock<Vec<(String, reqwest::Url)>>,
 }
 
 impl HttpUpstream {
@@ -37,6 +40,7 @@ impl HttpUpstream {
             headers: all,
             client: opts.client()?,
             timeout: opts.timeout,
+            urls: Default::default(),
         })
     }
 
@@ -49,6 +53,21 @@ impl HttpUpstream {
         format!("{}/{}", self.base_url, path)
     }
 
+    /// The URL of an endpoint, parsed on its first use; `None` when it does not parse (the request then
+    /// fails with the client's own error, as it would have).
+    fn parsed_url(&self, path: &str) -> Option<reqwest::Url> {
+        if let Some((_, u)) = self.urls.read().iter().find(|(p, _)| p == path) {
+            return Some(u.clone());
+        }
+        let url = reqwest::Url::parse(&self.url(path)).ok()?;
+        let mut urls = self.urls.write();
+        // Paths are a fixed set per provider (the Azure form carries the deployment): bounded anyway.
+        if urls.len() < 64 {
+            urls.push((path.to_string(), url.clone()));
+        }
+        Some(url)
+    }
+
     /// Sends a JSON body (plus per-request headers) and returns the response once its status is a
     /// success; an error answer becomes [`upstream_error`].
     pub async fn post(
@@ -58,14 +77,24 @@ impl HttpUpstream {
         extra: Option<HeaderMap>,
         deadline: Instant,
     ) -> Result<reqwest::Response> {
-        let mut headers = self.headers.clone();
-        if let Some(extra) = extra {
-            headers.extend(extra);
+        let mut req = match self.parsed_url(path) {
+            Some(url) => self.client.post(url),
+            None => self.client.post(self.url(path)),
+        };
+        match extra {
+            None => {
+                // The provider's headers go on one by one: values are shared, not copied.
+                for (name, value) in &self.headers {
+                    req = req.header(name, value.clone());
+                }
+            }
+            Some(extra) => {
+                let mut headers = self.headers.clone();
+                headers.extend(extra);
+                req = req.headers(headers);
+            }
         }
-        let req = self
-            .client
-            .post(self.url(path))
-            .headers(headers)
+        let req = req
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body);
         let resp = match tokio::time::timeout_at(deadline, req.send()).await {
@@ -107,10 +136,17 @@ impl HttpUpstream {
         let body = self.read_body(resp, deadline).await?;
         match serde_json::from_slice::<Value>(&body) {
             Ok(v @ Value::Object(_)) => Ok(v),
-            _ => Err(Error::bad_gateway(format!(
-                "upstream {} returned a body that is not JSON",
-                self.name
-            ))),
+            _ => Err(super::not_json(&self.name)),
+        }
+    }
+
+    /// Reads a whole success body that must be a JSON object, and leaves it unparsed (it is checked:
+    /// a malformed answer still fails the attempt, so the next deployment can be tried).
+    pub async fn read_json(&self, resp: reqwest::Response, deadline: Instant) -> Result<Bytes> {
+        let body = self.read_body(resp, deadline).await?;
+        match protocol::raw::RawObject::parse(&body) {
+            Ok(_) => Ok(body),
+            Err(_) => Err(super::not_json(&self.name)),
         }
     }
 }

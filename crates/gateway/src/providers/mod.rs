@@ -44,7 +44,28 @@ pub enum ChatOutput {
 /// An answer from the same-dialect fast path: JSON objects as the upstream sent them.
 pub enum Raw {
     Full(Value),
+    /// A whole answer, unparsed: its bytes, already checked to be one JSON object. The relay rewrites
+    /// the few members it changes and copies the rest.
+    Json(bytes::Bytes),
     Stream(BoxStream<'static, Result<Value>>),
+}
+
+impl Raw {
+    /// The answer with a whole body parsed into a value, for callers that read it as one.
+    pub fn parsed(self, provider: &str) -> Result<Raw> {
+        match self {
+            Raw::Json(b) => match serde_json::from_slice::<Value>(&b) {
+                Ok(v @ Value::Object(_)) => Ok(Raw::Full(v)),
+                _ => Err(not_json(provider)),
+            },
+            other => Ok(other),
+        }
+    }
+}
+
+/// An upstream's success body that is not a JSON object.
+pub(crate) fn not_json(provider: &str) -> Error {
+    Error::bad_gateway(format!("upstream {provider} returned a body that is not JSON"))
 }
 
 /// What every HTTP provider needs from its config.

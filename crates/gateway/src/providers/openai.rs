@@ -145,7 +145,7 @@ impl OpenAiProvider {
             let events = sse_json_stream(resp, name.clone());
             Ok(Raw::Stream(with_deadline(events, deadline, name)))
         } else {
-            Ok(Raw::Full(self.http.read_object(resp, deadline).await?))
+            Ok(Raw::Json(self.http.read_json(resp, deadline).await?))
         }
     }
 
@@ -196,6 +196,11 @@ impl OpenAiProvider {
             .forward("chat/completions", &mut body, upstream_model)
             .await?
         {
+            Raw::Json(b) => {
+                let resp: ChatCompletion =
+                    serde_json::from_slice(&b).map_err(|e| not_a_completion(&name, &e))?;
+                ChatOutput::Full(resp.to_canonical())
+            }
             Raw::Full(v) => {
                 let resp: ChatCompletion =
                     serde_json::from_value(v).map_err(|e| not_a_completion(&name, &e))?;
