@@ -27,29 +27,9 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 "$target/release/mock-upstream" --listen 127.0.0.1:0 > "$tmp/mock.out" 2>&1 &
 until grep -q listening "$tmp/mock.out" 2>/dev/null; do sleep 0.1; done
 mock=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/mock.out" | head -1)
-cat > "$tmp/config.toml" <<TOML
-[server]
-address = "127.0.0.1:0"
-[auth]
-master_key = "sk-bench"
-[limits]
-max_requests_per_minute = 100000000
-max_tokens_per_minute = 100000000000
-[providers.a]
-kind = "openai"
-base_url = "$mock/v1"
-[providers.b]
-kind = "openai"
-base_url = "$mock/v1"
-[models.bench]
-strategy = "weighted"
-[[models.bench.deployments]]
-provider = "a"
-model = "mock-ok"
-[[models.bench.deployments]]
-provider = "b"
-model = "mock-ok"
-TOML
+# shellcheck source=bench/config.sh
+. bench/config.sh
+bench_config "$mock" sk-bench > "$tmp/config.toml"
 # Instructions of one gateway run that serves $2 requests.
 count() {
   rm -rf "$tmp/home"
@@ -61,12 +41,11 @@ count() {
     sleep 0.2
   done
   local url; url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/gw.out" | head -1)
-  python3 - "$url" "$2" <<'PY'
+  python3 - "$url" "$2" "$BENCH_KEY_BODY" <<'PY'
 import http.client, json, sys, urllib.parse
 u = urllib.parse.urlparse(sys.argv[1]); n = int(sys.argv[2])
 c = http.client.HTTPConnection(u.hostname, u.port)
-c.request("POST", "/admin/keys", json.dumps({"name": "bench", "rpm": 100000000, "tpm": 100000000000,
-          "max_parallel": 100000, "budget_usd": 1000000}), {"Authorization": "Bearer sk-bench"})
+c.request("POST", "/admin/keys", sys.argv[3], {"Authorization": "Bearer sk-bench"})
 r = c.getresponse(); key = json.loads(r.read())["key"]
 body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello from the benchmark"}]})
 for _ in range(n):

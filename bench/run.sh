@@ -66,34 +66,14 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 daemon 0 "$bin/mock-upstream" --listen 127.0.0.1:0 > "$tmp/mock.out" 2>&1 &
 mock=$(wait_url "$tmp/mock.out")
 
-cat > "$tmp/config.toml" <<TOML
-[server]
-address = "127.0.0.1:0"
-[auth]
-master_key = "sk-bench-master"
-[limits]
-max_requests_per_minute = 100000000
-max_tokens_per_minute = 100000000000
-[providers.a]
-kind = "openai"
-base_url = "$mock/v1"
-[providers.b]
-kind = "openai"
-base_url = "$mock/v1"
-[models.bench]
-strategy = "weighted"
-[[models.bench.deployments]]
-provider = "a"
-model = "mock-ok"
-[[models.bench.deployments]]
-provider = "b"
-model = "mock-ok"
-TOML
+# shellcheck source=bench/config.sh
+. bench/config.sh
+bench_config "$mock" sk-bench-master > "$tmp/config.toml"
 SWITCHYARD_HOME="$tmp/home" SWITCHYARD_LOG=warn daemon 1 "$bin/switchyard" serve --config "$tmp/config.toml" > "$tmp/gw.out" 2>&1 &
 gw_pid=$!
 gw=$(wait_url "$tmp/gw.out")
 key=$(curl -s -H "Authorization: Bearer sk-bench-master" "$gw/admin/keys" \
-  -d '{"name": "bench", "rpm": 100000000, "tpm": 100000000000, "max_parallel": 100000, "budget_usd": 1000000}' |
+  -d "$BENCH_KEY_BODY" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
 body() { printf '{"model": "%s", "messages": [{"role": "user", "content": "Say hello"}]%s}' "$1" "${2:-}"; }
