@@ -34,6 +34,7 @@ provider = "a"
 model = "mock-ok+tokens=200+delay=100"
 TOML
 SWITCHYARD_HOME="$tmp/home" SWITCHYARD_LOG=warn heaptrack -o "$tmp/heap" "$bin/switchyard" serve --config "$tmp/config.toml" > "$tmp/gw.out" 2>&1 &
+ht=$!
 until grep -q "listening on" "$tmp/gw.out" 2>/dev/null; do sleep 0.1; done
 gw=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/gw.out" | head -1)
 "$bin/loadgen" hold --url "$gw/v1/chat/completions" --key sk-bench-master \
@@ -45,7 +46,8 @@ grep all_open "$tmp/hold.out" || { echo "the streams did not all open" >&2; exit
 # A graceful stop, so heaptrack writes its file.
 pkill -TERM -f "$bin/switchyard serve --config $tmp/config.toml" || true
 wait $hold 2>/dev/null || true
-for _ in $(seq 1 100); do ls "$tmp"/heap*.zst > /dev/null 2>&1 && ! pgrep -f "heaptrack.*$tmp" > /dev/null && break; sleep 0.2; done
+# heaptrack writes its file as the process ends (after the shutdown grace for the open streams).
+wait $ht 2>/dev/null || true
 heaptrack_print -f "$tmp"/heap*.zst > "$tmp/report.txt" 2>/dev/null
 grep -E "^peak heap memory consumption" "$tmp/report.txt"
 echo "per open stream: $(python3 -c "

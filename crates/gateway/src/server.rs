@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use std::path::PathBuf;
@@ -255,7 +256,14 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = self.app.clone();
-        let serve = axum::serve(self.listener, http::service(self.app)).with_graceful_shutdown(async move {
+        // Stream chunks are small writes: without TCP_NODELAY, Nagle's algorithm holds each one back
+        // until the client acknowledges the last.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("could not set TCP_NODELAY: {e}");
+            }
+        });
+        let serve = axum::serve(listener, http::service(self.app)).with_graceful_shutdown(async move {
             let _ = rx.await;
         });
         let mut task = tokio::spawn(async move { serve.await });

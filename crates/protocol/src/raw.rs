@@ -24,6 +24,11 @@ impl<'a> RawObject<'a> {
         serde_json::from_slice(bytes)
     }
 
+    /// [`RawObject::parse`] for text already known to be UTF-8 (its values are not checked again).
+    pub fn parse_str(text: &'a str) -> serde_json::Result<RawObject<'a>> {
+        serde_json::from_str(text)
+    }
+
     /// A member's raw value (the last one, if the key repeats, as a parser into a map would keep).
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
         self.members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
@@ -38,6 +43,91 @@ impl<'a> RawObject<'a> {
     /// Whether a member is an array.
     pub fn is_array(&self, key: &str) -> bool {
         self.get(key).is_some_and(|v| v.get().starts_with('['))
+    }
+
+    /// Writes the object to `out` with the members in `set` given new values (raw JSON), in place
+    /// where the object had them and at the end where it did not, and without the members `drop`
+    /// names. Every other member is copied as it came. A key that repeats is written once. The keys in
+    /// `set` are written as given: plain names, with nothing JSON would escape.
+    pub fn write_with(&self, out: &mut Vec<u8>, set: &[(&str, &[u8])], drop: impl Fn(&str) -> bool) {
+        debug_assert!(set.len() <= 32);
+        let mut written = 0u32;
+        let mut first = true;
+        let mut member = |out: &mut Vec<u8>, key: &Cow<str>, value: &[u8]| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            match key {
+                // A key that had no escapes has nothing to escape (JSON strings hold no raw control
+                // characters): written as it came.
+                Cow::Borrowed(k) => {
+                    out.push(b'"');
+                    out.extend_from_slice(k.as_bytes());
+                    out.push(b'"');
+                }
+                // A key is a string: serialising it cannot fail.
+                Cow::Owned(k) => {
+                    let _ = serde_json::to_writer(&mut *out, k);
+                }
+            }
+            out.push(b':');
+            out.extend_from_slice(value);
+        };
+        out.push(b'{');
+        for (k, v) in &self.members {
+            match set.iter().position(|(s, _)| *s == k.as_ref()) {
+                Some(i) => {
+                    if written & (1 << i) == 0 {
+                        member(out, k, set[i].1);
+                        written |= 1 << i;
+                    }
+                }
+                None if drop(k) => {}
+                None => member(out, k, v.get().as_bytes()),
+            }
+        }
+        for (i, (k, v)) in set.iter().enumerate() {
+            if written & (1 << i) == 0 {
+                member(out, &Cow::Borrowed(k), v);
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// Finds whether JSON text may hold a member `key` whose value is not `null`, by a byte search rather
+/// than a parse: for readers that need a full parse only in the rare event that carries such a member
+/// (an `error`, a `finish_reason`). A `false` is certain for keys written without escapes; a `true` can
+/// be a false alarm (the same key deeper in the object, or inside a string), which costs only the
+/// parse it asks for. Build one per key and keep it: building the searcher costs more than a search.
+pub struct KeyProbe {
+    finder: memchr::memmem::Finder<'static>,
+    len: usize,
+}
+
+impl KeyProbe {
+    pub fn new(key: &'static str) -> KeyProbe {
+        KeyProbe {
+            finder: memchr::memmem::Finder::new(key.as_bytes()),
+            len: key.len(),
+        }
+    }
+
+    pub fn may_hold_non_null(&self, text: &str) -> bool {
+        let b = text.as_bytes();
+        self.finder.find_iter(b).any(|at| {
+            let end = at + self.len;
+            // The key as a whole string: quoted on both sides.
+            if at == 0 || b[at - 1] != b'"' || b.get(end) != Some(&b'"') {
+                return false;
+            }
+            match b[end + 1..].trim_ascii_start().strip_prefix(b":") {
+                Some(value) => !value.trim_ascii_start().starts_with(b"null"),
+                // Not followed by a colon: a string value, not a key.
+                None => false,
+            }
+        })
     }
 }
 
@@ -70,6 +160,8 @@ mod tests {
     fn members_keep_their_text_and_order() {
         let body = br#"{"id":"c1","model":"m","choices":[{"index":0}],"usage":{"prompt_tokens":3},"k\"q":1}"#;
         let o = RawObject::parse(body).unwrap();
+        let s = RawObject::parse_str(std::str::from_utf8(body).unwrap()).unwrap();
+        assert_eq!(format!("{:?}", o.members), format!("{:?}", s.members));
         let keys: Vec<&str> = o.members.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, ["id", "model", "choices", "usage", "k\"q"]);
         assert!(matches!(o.members[0].0, Cow::Borrowed(_)));
@@ -77,6 +169,79 @@ mod tests {
         assert!(o.is_array("choices") && !o.is_array("usage"));
         assert_eq!(o.get_str("id").as_deref(), Some("c1"));
         assert_eq!(o.get_str("usage"), None);
+    }
+
+    #[test]
+    fn written_with_members_set_and_dropped() {
+        let o =
+            RawObject::parse(br#"{"id":"", "model":"up", "x":[1, 2], "usage":{"a":1}, "k\"q":2}"#).unwrap();
+        let mut out = Vec::new();
+        o.write_with(&mut out, &[("model", b"\"pub\""), ("created", b"7")], |k| {
+            k == "usage"
+        });
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"id":"","model":"pub","x":[1, 2],"k\"q":2,"created":7}"#
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["k\"q"], 2);
+        // A key that repeats is written once, with the new value.
+        let o = RawObject::parse(br#"{"model":"a","model":"b"}"#).unwrap();
+        out.clear();
+        o.write_with(&mut out, &[("model", b"\"m\"")], |_| false);
+        assert_eq!(out, br#"{"model":"m"}"#);
+        // An empty object gets the members set, and nothing else.
+        let o = RawObject::parse(b"{}").unwrap();
+        out.clear();
+        o.write_with(&mut out, &[("id", b"\"x\"")], |_| true);
+        assert_eq!(out, br#"{"id":"x"}"#);
+    }
+
+    #[test]
+    fn a_non_null_member_is_found_by_its_bytes() {
+        let (finish, error) = (KeyProbe::new("finish_reason"), KeyProbe::new("error"));
+        let may_hold_non_null = |text: &str, key: &str| match key {
+            "error" => error.may_hold_non_null(text),
+            _ => finish.may_hold_non_null(text),
+        };
+        let chunk = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        assert!(!may_hold_non_null(chunk, "finish_reason"));
+        assert!(!may_hold_non_null(chunk, "error"));
+        let spaced = r#"{"choices": [{"finish_reason" :  null}], "error": null}"#;
+        assert!(!may_hold_non_null(spaced, "finish_reason"));
+        assert!(!may_hold_non_null(spaced, "error"));
+        assert!(may_hold_non_null(
+            r#"{"choices":[{"finish_reason":"stop"}]}"#,
+            "finish_reason"
+        ));
+        assert!(may_hold_non_null(
+            r#"{"choices":[{"finish_reason" : "length"}]}"#,
+            "finish_reason"
+        ));
+        assert!(may_hold_non_null(r#"{"error":{"message":"boom"}}"#, "error"));
+        // The word as a value, or inside a longer key, is not the member.
+        assert!(!may_hold_non_null(
+            r#"{"type":"error","delta":{"content":"an error"}}"#,
+            "error"
+        ));
+        assert!(!may_hold_non_null(
+            r#"{"last_error":{"m":1},"errors":[1]}"#,
+            "error"
+        ));
+        // Every object whose parse finds the member non-null is caught.
+        for text in [
+            r#"{"a":1,"error":{"message":"x"}}"#,
+            r#"{"error":"text"}"#,
+            r#"{"error":0}"#,
+            "{\"choices\":[{\"finish_reason\":\n\"stop\"}]}",
+        ] {
+            let key = if text.contains("choices") {
+                "finish_reason"
+            } else {
+                "error"
+            };
+            assert!(may_hold_non_null(text, key), "{text}");
+        }
     }
 
     #[test]

@@ -84,29 +84,24 @@ impl SseDecoder {
         self.buf.extend_from_slice(chunk);
         let mut start = 0;
         let mut i = self.scanned;
-        while i < self.buf.len() {
-            let b = self.buf[i];
-            if b == b'\n' || b == b'\r' {
-                let line_end = i;
-                let mut next = i + 1;
-                if b == b'\r' {
-                    if next < self.buf.len() {
-                        if self.buf[next] == b'\n' {
-                            next += 1;
-                        }
-                    } else {
-                        self.pending_cr = true;
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', &self.buf[i..]) {
+            let line_end = i + at;
+            let mut next = line_end + 1;
+            if self.buf[line_end] == b'\r' {
+                if next < self.buf.len() {
+                    if self.buf[next] == b'\n' {
+                        next += 1;
                     }
+                } else {
+                    self.pending_cr = true;
                 }
-                let line = std::mem::take(&mut self.buf);
-                let res = self.line(&line[start..line_end], out);
-                self.buf = line;
-                res?;
-                start = next;
-                i = next;
-            } else {
-                i += 1;
             }
+            let line = std::mem::take(&mut self.buf);
+            let res = self.line(&line[start..line_end], out);
+            self.buf = line;
+            res?;
+            start = next;
+            i = next;
         }
         self.buf.drain(..start);
         self.scanned = self.buf.len();
@@ -144,7 +139,12 @@ impl SseDecoder {
             }
             None => (line, &b""[..]),
         };
-        let value = String::from_utf8_lossy(value);
+        // Valid UTF-8 (the usual case) is checked by the fast validator; only invalid bytes take the
+        // slower replacing path.
+        let value = match std::str::from_utf8(value) {
+            Ok(v) => std::borrow::Cow::Borrowed(v),
+            Err(_) => String::from_utf8_lossy(value),
+        };
         match field {
             b"data" => {
                 if self.has_data {

@@ -204,6 +204,12 @@ fn relay_raw(raw: Raw, model: &str, fallback_id: String, mut settle: Settle) -> 
     let raw = raw.parsed(&settle.provider).inspect_err(|e| settle.failed(e))?;
     let mut resp = match raw {
         Raw::Json(_) => return Err(Error::internal("an unparsed answer after parsing")),
+        // Only the OpenAI provider streams chunk texts, and it never answers here.
+        Raw::Chunks(_) => {
+            return Err(Error::internal(
+                "a stream of OpenAI chunks on the Anthropic relay",
+            ));
+        }
         Raw::Full(mut v) => {
             if v.get("type").and_then(Value::as_str) != Some("message")
                 || !v.get("content").is_some_and(Value::is_array)

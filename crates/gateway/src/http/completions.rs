@@ -56,7 +56,7 @@ async fn attempt_completion(
     let dep = &cand.dep;
     match &dep.provider {
         Provider::OpenAi(p) => match p.forward("completions", obj, &dep.upstream_model).await? {
-            Raw::Stream(s) => Ok(Started::Raw(Raw::Stream(first_item(s).await?))),
+            Raw::Chunks(s) => Ok(Started::Raw(Raw::Chunks(first_item(s).await?))),
             full => Ok(Started::Raw(full)),
         },
         Provider::Local(p) => {

@@ -18,6 +18,7 @@ use protocol::openai::chat::{
 use protocol::openai::{self as wire, validate};
 use protocol::raw::RawObject;
 use protocol::sse;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::response::{Dialect, error_body, error_response, json_body, sse_response};
@@ -62,7 +63,7 @@ async fn attempt_chat(
     if let Provider::OpenAi(p) = &dep.provider {
         // Same dialect: forward with only the model name and stream options rewritten.
         return match p.forward("chat/completions", obj, &dep.upstream_model).await? {
-            Raw::Stream(s) => Ok(Started::Raw(Raw::Stream(first_item(s).await?))),
+            Raw::Chunks(s) => Ok(Started::Raw(Raw::Chunks(first_item(s).await?))),
             full => Ok(Started::Raw(full)),
         };
     }
@@ -226,13 +227,9 @@ pub(crate) fn relay_raw(
             };
             json_bytes_with_metadata(body, &settle)
         }
-        Raw::Stream(chunks) => sse_response(relay_chunks(
-            chunks,
-            model.to_string(),
-            fallback_id,
-            include_usage,
-            settle,
-        )),
+        Raw::Chunks(chunks) => sse_response(relay_chunks(chunks, model, fallback_id, include_usage, settle)),
+        // Only the Anthropic provider streams values, and it never answers here.
+        Raw::Stream(_) => return Err(Error::internal("a stream of values on the OpenAI relay")),
     };
     headers.apply(&mut resp);
     Ok(resp)
@@ -321,56 +318,164 @@ fn usage_of(v: &Value) -> Option<c::Usage> {
         .map(|u| u.to_canonical())
 }
 
-fn has_text(chunk: &Value) -> bool {
-    chunk.get("choices").and_then(Value::as_array).is_some_and(|cs| {
-        cs.iter().any(|c| {
-            let t = c
-                .get("delta")
-                .and_then(|d| d.get("content"))
-                .or_else(|| c.get("text"));
-            t.and_then(Value::as_str).is_some_and(|t| !t.is_empty())
-        })
-    })
+/// A chunk's choice, as far as the relay reads it (text or not, finished or not); the rest is skipped
+/// unread.
+#[derive(serde::Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+/// A JSON string with at least one character.
+fn non_empty_str(v: Option<&RawValue>) -> bool {
+    v.is_some_and(|v| v.get().starts_with('"') && v.get().len() > 2)
 }
 
 struct Relay {
-    inner: BoxStream<'static, Result<Value>>,
-    model: Value,
-    id: Option<Value>,
-    created: Value,
+    inner: BoxStream<'static, Result<String>>,
+    /// The public model name, as a JSON string.
+    model: Vec<u8>,
+    /// The stream's one id (the first chunk's, else ours), as a JSON string.
+    id: Option<Vec<u8>>,
+    /// The first chunk's `created`, as it came.
+    created: Option<String>,
     pending: std::collections::VecDeque<Bytes>,
     /// The tail of the stream (chunks with a finish reason, the usage chunk), held until the next chunk
-    /// or the end, so `routing_metadata` can ride on the last chunk. Content is never held.
-    held: Option<Value>,
+    /// or the end, so `routing_metadata` can ride on the last chunk. Content is never held. Kept as its
+    /// frame without the closing blank line.
+    held: Option<Vec<u8>>,
     fallback_id: String,
     include_usage: bool,
     settle: Settle,
     done: bool,
 }
 
-/// Whether a chunk belongs to a stream's tail: a finish reason, or no choices (usage).
-fn is_tail(chunk: &Value) -> bool {
-    chunk.get("choices").and_then(Value::as_array).is_some_and(|cs| {
-        cs.is_empty()
-            || cs
-                .iter()
-                .all(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-    })
+impl Relay {
+    /// One upstream chunk, relayed as bytes: `id` and `model` rewritten, the usage read (and dropped when
+    /// the client did not ask for it), every other member copied as it came.
+    fn chunk(&mut self, data: &str) -> Result<()> {
+        let obj = RawObject::parse_str(data).map_err(|_| {
+            Error::bad_gateway(format!(
+                "upstream {} sent an event that is not a JSON object",
+                self.settle.provider
+            ))
+        })?;
+        let fallback_id = &self.fallback_id;
+        let id = self.id.get_or_insert_with(|| {
+            let id = obj.get_str("id").filter(|id| !id.is_empty());
+            serde_json::to_vec(id.as_deref().unwrap_or(fallback_id)).unwrap_or_default()
+        });
+        if self.created.is_none() {
+            self.created = obj.get("created").map(|c| c.get().to_owned());
+        }
+        if let Some(u) = obj
+            .get("usage")
+            .filter(|u| u.get().starts_with('{'))
+            .and_then(|u| serde_json::from_str::<WireUsage>(u.get()).ok())
+        {
+            self.settle.usage(u.to_canonical());
+        }
+        let choices: Option<Vec<ChoiceView>> = obj
+            .get("choices")
+            .and_then(|c| serde_json::from_str(c.get()).ok());
+        let choices = choices.as_deref();
+        if choices.is_some_and(|cs| {
+            cs.iter()
+                .any(|c| non_empty_str(c.delta.as_ref().and_then(|d| d.content)) || non_empty_str(c.text))
+        }) {
+            self.settle.stream_token();
+        }
+        if !self.include_usage && choices.is_some_and(<[_]>::is_empty) {
+            // The usage chunk the gateway asked for on the client's behalf: read, not shown.
+            return Ok(());
+        }
+        let in_body = self.settle.in_body;
+        let tail = in_body
+            && choices.is_some_and(|cs| cs.is_empty() || cs.iter().all(|c| c.finish_reason.is_some()));
+        let mut frame = Vec::with_capacity(data.len() + self.model.len() + 16);
+        frame.extend_from_slice(b"data: ");
+        let include_usage = self.include_usage;
+        obj.write_with(&mut frame, &[("id", id), ("model", &self.model)], |k| {
+            // Usage nobody asked to see; an upstream's own `routing_metadata` (another gateway's) would
+            // make a duplicate key.
+            (k == "usage" && !include_usage) || (k == "routing_metadata" && in_body)
+        });
+        if let Some(h) = self.held.take() {
+            self.pending.push_back(end_frame(h));
+        }
+        if tail {
+            self.held = Some(frame);
+        } else {
+            self.pending.push_back(end_frame(frame));
+        }
+        Ok(())
+    }
+
+    /// The end of the upstream's stream: the held tail with `routing_metadata`, or a chunk of its own.
+    fn finish(&mut self) {
+        match self.held.take() {
+            Some(mut last) => {
+                if self.settle.in_body && last.last() == Some(&b'}') {
+                    last.pop();
+                    last.extend_from_slice(b",\"routing_metadata\":");
+                    if serde_json::to_writer(&mut last, &self.settle.metadata()).is_err() {
+                        last.extend_from_slice(b"null");
+                    }
+                    last.push(b'}');
+                }
+                self.pending.push_back(end_frame(last));
+            }
+            None if self.include_usage => {
+                let id = self
+                    .id
+                    .as_deref()
+                    .and_then(|id| serde_json::from_slice(id).ok())
+                    .unwrap_or_else(|| Value::String(self.fallback_id.clone()));
+                let model = serde_json::from_slice(&self.model).unwrap_or(Value::Null);
+                let created = self
+                    .created
+                    .as_deref()
+                    .and_then(|c| serde_json::from_str(c).ok())
+                    .unwrap_or(json!(0));
+                self.pending
+                    .extend(metadata_chunk(&id, &model, &created, &self.settle));
+            }
+            None => {}
+        }
+        self.pending.push_back(Bytes::from_static(sse::DONE_FRAME));
+    }
 }
 
-/// Ends with `[DONE]`, or with an error event if the upstream breaks off.
+/// A `data: ...` frame begun in `frame`, ended and frozen without a copy.
+fn end_frame(mut frame: Vec<u8>) -> Bytes {
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
+/// Relays the same-dialect upstream's chunks (each event's JSON as the upstream sent it). Ends with
+/// `[DONE]`, or with an error event if the upstream breaks off.
 fn relay_chunks(
-    chunks: BoxStream<'static, Result<Value>>,
-    model: String,
+    chunks: BoxStream<'static, Result<String>>,
+    model: &str,
     fallback_id: String,
     include_usage: bool,
     settle: Settle,
 ) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> + Send + 'static {
     let st = Relay {
         inner: chunks,
-        model: Value::String(model),
+        model: serde_json::to_vec(model).unwrap_or_default(),
         id: None,
-        created: json!(0),
+        created: None,
         pending: Default::default(),
         held: None,
         fallback_id,
@@ -386,77 +491,24 @@ fn relay_chunks(
             if st.done {
                 return None;
             }
-            match st.inner.next().await {
+            let failed = match st.inner.next().await {
                 None => {
                     st.done = true;
-                    match st.held.take() {
-                        Some(mut last) => {
-                            if st.settle.in_body {
-                                last["routing_metadata"] = st.settle.metadata_value();
-                            }
-                            st.pending.extend(chunk_frame(&last));
-                        }
-                        None if st.include_usage => {
-                            let id = st
-                                .id
-                                .clone()
-                                .unwrap_or_else(|| Value::String(st.fallback_id.clone()));
-                            st.pending
-                                .extend(metadata_chunk(&id, &st.model, &st.created, &st.settle));
-                        }
-                        None => {}
-                    }
-                    st.pending.push_back(Bytes::from_static(sse::DONE_FRAME));
+                    st.finish();
+                    continue;
                 }
-                Some(Err(e)) => {
-                    st.done = true;
-                    st.settle.failed(&e);
-                    if let Some(h) = st.held.take() {
-                        st.pending.extend(chunk_frame(&h));
-                    }
-                    st.pending.push_back(openai_error_frame(&e));
-                }
-                Some(Ok(mut chunk)) => {
-                    let Some(obj) = chunk.as_object_mut() else {
-                        continue;
-                    };
-                    let id = st.id.get_or_insert_with(|| match obj.get("id") {
-                        Some(Value::String(s)) if !s.is_empty() => Value::String(s.clone()),
-                        _ => Value::String(st.fallback_id.clone()),
-                    });
-                    obj.insert("id".into(), id.clone());
-                    obj.insert("model".into(), st.model.clone());
-                    if let Some(c) = obj.get("created") {
-                        st.created = c.clone();
-                    }
-                    if let Some(u) = usage_of(&chunk) {
-                        st.settle.usage(u);
-                    }
-                    if has_text(&chunk) {
-                        st.settle.stream_token();
-                    }
-                    if !st.include_usage
-                        && let Some(obj) = chunk.as_object_mut()
-                    {
-                        obj.remove("usage");
-                        if obj
-                            .get("choices")
-                            .and_then(Value::as_array)
-                            .is_some_and(Vec::is_empty)
-                        {
-                            continue;
-                        }
-                    }
-                    if let Some(h) = st.held.take() {
-                        st.pending.extend(chunk_frame(&h));
-                    }
-                    if st.settle.in_body && is_tail(&chunk) {
-                        st.held = Some(chunk);
-                    } else {
-                        st.pending.extend(chunk_frame(&chunk));
-                    }
-                }
+                Some(Err(e)) => e,
+                Some(Ok(data)) => match st.chunk(&data) {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                },
+            };
+            st.done = true;
+            st.settle.failed(&failed);
+            if let Some(h) = st.held.take() {
+                st.pending.push_back(end_frame(h));
             }
+            st.pending.push_back(openai_error_frame(&failed));
         }
     })
 }

@@ -11,13 +11,14 @@ pub mod openai;
 pub mod presets;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
 use protocol::openai::chat::ChatCompletionChunk;
+use protocol::raw::KeyProbe;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -47,7 +48,11 @@ pub enum Raw {
     /// A whole answer, unparsed: its bytes, already checked to be one JSON object. The relay rewrites
     /// the few members it changes and copies the rest.
     Json(bytes::Bytes),
+    /// A stream of JSON objects (the Anthropic provider's events).
     Stream(BoxStream<'static, Result<Value>>),
+    /// A stream of OpenAI chunks, each the JSON text of one event as the upstream sent it (checked to
+    /// be JSON, not parsed into values): the relay rewrites a few members and copies the rest.
+    Chunks(BoxStream<'static, Result<String>>),
 }
 
 impl Raw {
@@ -238,12 +243,33 @@ impl Provider {
     }
 }
 
-/// Reads an SSE body of JSON events until `[DONE]`. A stream that ends without `[DONE]` and without a
-/// finish is an error (the upstream broke off); an `error` object in the stream becomes an error.
+/// What the SSE reader checks in an event: an `error` member, and whether a choice finished.
+#[derive(serde::Deserialize)]
+struct EventCheck<'a> {
+    #[serde(borrow, default)]
+    error: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    choices: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct FinishCheck<'a> {
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorMessage {
+    message: Option<String>,
+}
+
+/// Reads an SSE body of JSON events until `[DONE]`, each event's JSON text checked for an `error` and a
+/// finish but not parsed into values (its consumer parses it, and refuses what is not JSON). A stream that ends without `[DONE]` and without a finish is an
+/// error (the upstream broke off); an `error` object in the stream becomes an error.
 pub(crate) fn sse_json_stream(
     resp: reqwest::Response,
     provider: String,
-) -> BoxStream<'static, Result<Value>> {
+) -> BoxStream<'static, Result<String>> {
     struct St {
         events: BoxStream<'static, Result<protocol::sse::SseEvent>>,
         finished: bool,
@@ -286,26 +312,19 @@ pub(crate) fn sse_json_stream(
             if data.is_empty() {
                 continue;
             }
-            match serde_json::from_str::<Value>(data) {
-                Ok(v) => {
-                    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
-                        st.finished = true;
-                        let msg = err
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("the upstream reported an error mid-stream");
-                        let e = Error::bad_gateway(format!("upstream {}: {msg}", st.provider));
-                        return Some((Err(e), st));
-                    }
-                    if v.get("choices").and_then(Value::as_array).is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-                    }) {
-                        st.saw_finish = true;
-                    }
-                    return Some((Ok(v), st));
-                }
-                Err(_) => {
+            // Most events are content: no `error`, and `"finish_reason":null`. Those skip the parse
+            // here (the relay or the chunk decoder parses each event anyway, and refuses what is not
+            // JSON); the rare event that may carry either is parsed to be sure.
+            static ERROR: LazyLock<KeyProbe> = LazyLock::new(|| KeyProbe::new("error"));
+            static FINISH: LazyLock<KeyProbe> = LazyLock::new(|| KeyProbe::new("finish_reason"));
+            let rare = ERROR.may_hold_non_null(data) || FINISH.may_hold_non_null(data);
+            let check = match rare.then(|| serde_json::from_str::<EventCheck>(data)) {
+                None => EventCheck {
+                    error: None,
+                    choices: None,
+                },
+                Some(Ok(c)) if data.starts_with('{') => c,
+                Some(_) => {
                     st.finished = true;
                     let e = Error::bad_gateway(format!(
                         "upstream {} sent an event that is not JSON",
@@ -313,7 +332,31 @@ pub(crate) fn sse_json_stream(
                     ));
                     return Some((Err(e), st));
                 }
+            };
+            if let Some(err) = check.error {
+                st.finished = true;
+                let msg = serde_json::from_str::<ErrorMessage>(err.get())
+                    .ok()
+                    .and_then(|m| m.message);
+                let msg = msg
+                    .as_deref()
+                    .unwrap_or("the upstream reported an error mid-stream");
+                let e = Error::bad_gateway(format!("upstream {}: {msg}", st.provider));
+                return Some((Err(e), st));
             }
+            if check
+                .choices
+                .and_then(|c| serde_json::from_str::<Vec<FinishCheck>>(c.get()).ok())
+                .is_some_and(|cs| cs.iter().any(|c| c.finish_reason.is_some()))
+            {
+                st.saw_finish = true;
+            }
+            let data = if data.len() == ev.data.len() {
+                ev.data
+            } else {
+                data.to_owned()
+            };
+            return Some((Ok(data), st));
         }
     })
     .boxed()

@@ -143,7 +143,7 @@ impl OpenAiProvider {
         if stream {
             let name = self.http.name.clone();
             let events = sse_json_stream(resp, name.clone());
-            Ok(Raw::Stream(with_deadline(events, deadline, name)))
+            Ok(Raw::Chunks(with_deadline(events, deadline, name)))
         } else {
             Ok(Raw::Json(self.http.read_json(resp, deadline).await?))
         }
@@ -206,17 +206,18 @@ impl OpenAiProvider {
                     serde_json::from_value(v).map_err(|e| not_a_completion(&name, &e))?;
                 ChatOutput::Full(resp.to_canonical())
             }
-            Raw::Stream(values) => {
-                let chunks = values
+            Raw::Chunks(texts) => {
+                let chunks = texts
                     .map(move |item| {
-                        item.and_then(|v| {
-                            serde_json::from_value::<ChatCompletionChunk>(v)
+                        item.and_then(|t| {
+                            serde_json::from_str::<ChatCompletionChunk>(&t)
                                 .map_err(|e| not_a_completion(&name, &e))
                         })
                     })
                     .boxed();
                 ChatOutput::Stream(chunks_to_events(chunks))
             }
+            Raw::Stream(_) => return Err(Error::internal("an OpenAI upstream answered with values")),
         };
         Ok((out, warnings))
     }
