@@ -44,7 +44,9 @@ hold=$!
 until grep -q all_open "$tmp/hold.out" 2>/dev/null || ! kill -0 $hold 2>/dev/null; do sleep 0.1; done
 grep all_open "$tmp/hold.out" || { echo "the streams did not all open" >&2; exit 1; }
 # A graceful stop, so heaptrack writes its file.
-pkill -TERM -f "$bin/switchyard serve --config $tmp/config.toml" || true
+# Only the server itself: the pattern anchored so that it misses heaptrack's own wrapper, which must
+# live on to finish the file.
+pkill -TERM -f "^$bin/switchyard serve --config $tmp/config.toml" || true
 wait $hold 2>/dev/null || true
 # heaptrack writes its file as the process ends (after the shutdown grace for the open streams).
 wait $ht 2>/dev/null || true

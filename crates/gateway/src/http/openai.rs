@@ -253,46 +253,17 @@ fn rewrite_answer(bytes: &[u8], model: &str, fallback_id: &str, settle: &mut Set
         settle.usage(u.to_canonical());
     }
     let keep_id = obj.get_str("id").is_some_and(|id| !id.is_empty());
-    let mut out = Vec::with_capacity(bytes.len() + model.len() + 512);
-    out.push(b'{');
-    fn wrote(out: &mut Vec<u8>, key: &str, value: &[u8]) {
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        // A key is a string: serialising it cannot fail.
-        let _ = serde_json::to_writer(&mut *out, key);
-        out.push(b':');
-        out.extend_from_slice(value);
-    }
     let model_json = serde_json::to_vec(model).map_err(|e| Error::internal(e.to_string()))?;
     let id_json = serde_json::to_vec(fallback_id).map_err(|e| Error::internal(e.to_string()))?;
-    let (mut model_done, mut id_done) = (false, keep_id);
-    for (k, v) in &obj.members {
-        match k.as_ref() {
-            "model" => {
-                if !model_done {
-                    wrote(&mut out, "model", &model_json);
-                    model_done = true;
-                }
-            }
-            "id" if !keep_id => {
-                if !id_done {
-                    wrote(&mut out, "id", &id_json);
-                    id_done = true;
-                }
-            }
-            // Ours to add; an upstream's own (another gateway's) would make a duplicate key.
-            "routing_metadata" if settle.in_body => {}
-            key => wrote(&mut out, key, v.get().as_bytes()),
-        }
-    }
-    if !id_done {
-        wrote(&mut out, "id", &id_json);
-    }
-    if !model_done {
-        wrote(&mut out, "model", &model_json);
-    }
-    out.push(b'}');
+    let set: &[(&str, &[u8])] = if keep_id {
+        &[("model", &model_json)]
+    } else {
+        &[("model", &model_json), ("id", &id_json)]
+    };
+    let mut out = Vec::with_capacity(bytes.len() + model.len() + 512);
+    // An upstream's own `routing_metadata` (another gateway's) would make a duplicate key.
+    let in_body = settle.in_body;
+    obj.write_with(&mut out, set, |k| k == "routing_metadata" && in_body);
     Ok(out)
 }
 
