@@ -109,19 +109,22 @@ done
 lg max "${direct[@]}" --body "$(body mock-ok)" --conns 64 --seconds "$secs" | sed 's/^/{"case":"direct","rate":"max","r":/; s/$/}/' >> "$results"
 lg max "${through[@]}" --body "$(body bench)" --conns 64 --seconds "$secs" | sed 's/^/{"case":"switchyard","rate":"max","r":/; s/$/}/' >> "$results"
 
-# Streaming: 200 chunks per answer.
+# Streaming: 200 chunks per answer. A second gateway whose deployments stream 200 chunks (the mock's
+# option travels in the upstream model name), so both paths stream the same answer...
 sbody() { body "$1" ', "stream": true'; }
-n=$([ "$smoke" = 1 ] && echo 10 || echo 100)
-lg stream "${direct[@]}" --body "$(sbody 'mock-ok+tokens=200')" --requests "$n" | sed 's/^/{"case":"direct","rate":"stream","r":/; s/$/}/' >> "$results"
-# A second gateway whose deployments stream 200 chunks (the mock's option travels in the upstream
-# model name), so both paths stream the same answer.
 sed 's/model = "mock-ok"/model = "mock-ok+tokens=200"/' "$tmp/config.toml" > "$tmp/config2.toml"
 # ...and a model whose streams last 20 s (200 chunks, 100 ms apart), to hold many open at once.
 printf '[models.slow]\nprovider = "a"\nmodel = "mock-ok+tokens=200+delay=100"\n' >> "$tmp/config2.toml"
 SWITCHYARD_HOME="$tmp/home2" SWITCHYARD_LOG=warn daemon 1 "$bin/switchyard" serve --config "$tmp/config2.toml" > "$tmp/gw2.out" 2>&1 &
 gw2_pid=$!
 gw2=$(wait_url "$tmp/gw2.out")
-lg stream --url "$gw2/v1/chat/completions" --key sk-bench-master --body "$(sbody bench)" --requests "$n" | sed 's/^/{"case":"switchyard","rate":"stream","r":/; s/$/}/' >> "$results"
+n=$([ "$smoke" = 1 ] && echo 10 || echo 300)
+# One stream at a time (what the gateway itself adds), then four at once (streams sharing the CPUs),
+# direct and through alternately.
+for c in 1 4; do
+  lg stream "${direct[@]}" --body "$(sbody 'mock-ok+tokens=200')" --requests "$n" --conns "$c" | sed "s/^/{\"case\":\"direct\",\"rate\":\"stream$c\",\"r\":/; s/\$/}/" >> "$results"
+  lg stream --url "$gw2/v1/chat/completions" --key sk-bench-master --body "$(sbody bench)" --requests "$n" --conns "$c" | sed "s/^/{\"case\":\"switchyard\",\"rate\":\"stream$c\",\"r\":/; s/\$/}/" >> "$results"
+done
 
 # Memory with many open streams.
 lg hold --url "$gw2/v1/chat/completions" --key sk-bench-master --body "$(body slow ', "stream": true')" --streams "$hold" --seconds 1 > "$tmp/hold.out" &
@@ -254,7 +257,7 @@ out = []
 print(f"\nSwitchyard benchmark ({profile} build, {os.cpu_count()} CPUs, {platform.machine()})")
 print(f"{'case':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'+p50':>8}{'+p99':>8}{'+p99.9':>8}{'ratio':>7}{'CPU s/1k':>10}{'RSS MB':>8}")
 peers = [c for c in ("onwards", "litellm", "tensorzero", "portkey") if any(k[0] == c for k in by)]
-for rate in [k[1] for k in by if k[0] == "direct" and k[1] not in ("stream",)]:
+for rate in [k[1] for k in by if k[0] == "direct" and not k[1].startswith("stream")]:
     d, s = by.get(("direct", rate)), by.get(("switchyard", rate))
     if not d or not s:
         continue
@@ -270,11 +273,13 @@ for rate in [k[1] for k in by if k[0] == "direct" and k[1] not in ("stream",)]:
             extra += f"{r.get('cpu_s_per_1k', 0):>10.3f}" if "cpu_s_per_1k" in r else f"{'':>10}"
             extra += f"{r.get('rss_kb', 0) / 1024:>8.1f}" if "rss_kb" in r else ""
         print(f"{name + ' @' + rate:<22}{rps:>10.0f}{l.get('p50_ms', 0):>9.3f}{l.get('p99_ms', 0):>9.3f}{l.get('p999_ms', 0):>10.3f}{extra}")
-d, s = by.get(("direct", "stream")), by.get(("switchyard", "stream"))
-if d and s:
-    print(f"\nstreaming (200 chunks): TTFT p50/p99 direct {d['ttft']['p50_ms']:.3f}/{d['ttft']['p99_ms']:.3f} ms, "
-          f"through {s['ttft']['p50_ms']:.3f}/{s['ttft']['p99_ms']:.3f} ms (added p99 {s['ttft']['p99_ms'] - d['ttft']['p99_ms']:.3f} ms); "
-          f"chunk gap p99 direct {d['gap']['p99_ms']:.3f}, through {s['gap']['p99_ms']:.3f} ms")
+for c in ("1", "4"):
+    d, s = by.get(("direct", "stream" + c)), by.get(("switchyard", "stream" + c))
+    if d and s:
+        print(f"\nstreaming (200 chunks, {c} at a time): TTFT p50/p99 direct {d['ttft']['p50_ms']:.3f}/{d['ttft']['p99_ms']:.3f} ms, "
+              f"through {s['ttft']['p50_ms']:.3f}/{s['ttft']['p99_ms']:.3f} ms (added p50 {s['ttft']['p50_ms'] - d['ttft']['p50_ms']:.3f}, "
+              f"p99 {s['ttft']['p99_ms'] - d['ttft']['p99_ms']:.3f} ms); "
+              f"chunk gap p99/p99.9 direct {d['gap']['p99_ms']:.3f}/{d['gap']['p999_ms']:.3f}, through {s['gap']['p99_ms']:.3f}/{s['gap']['p999_ms']:.3f} ms")
 print(f"memory: RSS idle {int(idle_kb) / 1024:.1f} MB; with {opened}/{hold} open streams {int(hold_kb) / 1024:.1f} MB")
 if peers:
     sy = by[("switchyard", "max")]["rps"]

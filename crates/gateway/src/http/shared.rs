@@ -507,7 +507,9 @@ impl RoutingHeaders {
         const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
         const WARNINGS: HeaderName = HeaderName::from_static("x-switchyard-warnings");
         let h = resp.headers_mut();
-        h.reserve(8);
+        // Room for all of them at once (the rate headers and the request id included): a map that
+        // grows twice keeps both tables until the response ends, a long stream's whole life.
+        h.reserve(20);
         h.insert(PROVIDER, self.provider);
         h.insert(UPSTREAM_MODEL, self.upstream_model);
         h.insert(MODEL, self.model);
