@@ -423,3 +423,23 @@ fn bench(models: Vec<String>, threads: u32, streams: Vec<u32>) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(all(test, not(feature = "system-alloc")))]
+mod allocator_tests {
+    #[test]
+    fn mimalloc_commits_arenas_as_it_uses_them() {
+        unsafe extern "C" {
+            fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+        }
+        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some() {
+            eprintln!("!!! MIMALLOC_ARENA_EAGER_COMMIT is set: the environment decides, nothing to check");
+            return;
+        }
+        // SAFETY: reads mimalloc's option table.
+        assert_eq!(
+            unsafe { mi_option_get(4) },
+            0,
+            "the constructor did not run before mimalloc read its options"
+        );
+    }
+}
