@@ -121,7 +121,7 @@ mod allocator_options {
     unsafe extern "C" {
         fn mi_option_set_default(option: std::ffi::c_int, value: std::ffi::c_long);
     }
-    const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+    pub(super) const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
 
     extern "C" fn set() {
         // SAFETY: sets a default in mimalloc's static option table; no allocation, no other state.
@@ -437,7 +437,7 @@ mod allocator_tests {
         }
         // SAFETY: reads mimalloc's option table.
         assert_eq!(
-            unsafe { mi_option_get(4) },
+            unsafe { mi_option_get(super::allocator_options::MI_OPTION_ARENA_EAGER_COMMIT) },
             0,
             "the constructor did not run before mimalloc read its options"
         );

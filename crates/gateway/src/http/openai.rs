@@ -25,7 +25,7 @@ use super::response::{Dialect, error_body, error_response, json_body, sse_respon
 pub(crate) use super::shared::{
     RoutingHeaders, Served, Settle, collect, json_bytes_with_metadata, json_with_metadata, labelled,
 };
-use super::shared::{admit, answer, first_item, read_chat_request, walk};
+use super::shared::{admit, answer, append_metadata, first_item, read_chat_request, walk};
 use super::{App, RequestId};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
@@ -396,14 +396,7 @@ impl Relay {
     fn finish(&mut self) {
         match self.held.take() {
             Some(mut last) => {
-                if self.settle.in_body && last.last() == Some(&b'}') {
-                    last.pop();
-                    last.extend_from_slice(b",\"routing_metadata\":");
-                    if serde_json::to_writer(&mut last, &self.settle.metadata()).is_err() {
-                        last.extend_from_slice(b"null");
-                    }
-                    last.push(b'}');
-                }
+                append_metadata(&mut last, &self.settle);
                 self.pending.push_back(end_frame(last));
             }
             None if self.include_usage => {

@@ -208,17 +208,7 @@ pub(crate) fn json_with_metadata(v: &impl serde::Serialize, settle: &Settle) -> 
 
 /// [`json_with_metadata`] for an object already serialized.
 pub(crate) fn json_bytes_with_metadata(mut bytes: Vec<u8>, settle: &Settle) -> Response {
-    if settle.in_body && bytes.last() == Some(&b'}') {
-        bytes.pop();
-        if bytes.len() > 1 {
-            bytes.push(b',');
-        }
-        bytes.extend_from_slice(b"\"routing_metadata\":");
-        if serde_json::to_writer(&mut bytes, &settle.metadata()).is_err() {
-            bytes.extend_from_slice(b"null");
-        }
-        bytes.push(b'}');
-    }
+    append_metadata(&mut bytes, settle);
     let mut resp = (
         [(
             http::header::CONTENT_TYPE,
@@ -229,6 +219,22 @@ pub(crate) fn json_bytes_with_metadata(mut bytes: Vec<u8>, settle: &Settle) -> R
         .into_response();
     cost_header(&mut resp, settle);
     resp
+}
+
+/// Adds `routing_metadata` as the last member of the serialized object that ends `bytes` (when the
+/// config puts it in bodies).
+pub(crate) fn append_metadata(bytes: &mut Vec<u8>, settle: &Settle) {
+    if settle.in_body && bytes.last() == Some(&b'}') {
+        bytes.pop();
+        if bytes.last() != Some(&b'{') {
+            bytes.push(b',');
+        }
+        bytes.extend_from_slice(b"\"routing_metadata\":");
+        if serde_json::to_writer(&mut *bytes, &settle.metadata()).is_err() {
+            bytes.extend_from_slice(b"null");
+        }
+        bytes.push(b'}');
+    }
 }
 
 /// Usage and timing of one call, recorded when the response ends — or when the client goes away, so a

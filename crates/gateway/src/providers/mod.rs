@@ -50,8 +50,8 @@ pub enum Raw {
     Json(bytes::Bytes),
     /// A stream of JSON objects (the Anthropic provider's events).
     Stream(BoxStream<'static, Result<Value>>),
-    /// A stream of OpenAI chunks, each the JSON text of one event as the upstream sent it (checked to
-    /// be JSON, not parsed into values): the relay rewrites a few members and copies the rest.
+    /// A stream of OpenAI chunks, each the JSON text of one event as the upstream sent it, unparsed:
+    /// the relay rewrites a few members and copies the rest (and refuses what is not JSON).
     Chunks(BoxStream<'static, Result<String>>),
 }
 
@@ -244,7 +244,7 @@ impl Provider {
 }
 
 /// What the SSE reader checks in an event: an `error` member, and whether a choice finished.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 struct EventCheck<'a> {
     #[serde(borrow, default)]
     error: Option<&'a serde_json::value::RawValue>,
@@ -264,8 +264,9 @@ struct ErrorMessage {
 }
 
 /// Reads an SSE body of JSON events until `[DONE]`, each event's JSON text checked for an `error` and a
-/// finish but not parsed into values (its consumer parses it, and refuses what is not JSON). A stream that ends without `[DONE]` and without a finish is an
-/// error (the upstream broke off); an `error` object in the stream becomes an error.
+/// finish but not parsed into values (its consumer parses it, and refuses what is not JSON). A stream
+/// that ends without `[DONE]` and without a finish is an error (the upstream broke off); an `error`
+/// object in the stream becomes an error.
 pub(crate) fn sse_json_stream(
     resp: reqwest::Response,
     provider: String,
@@ -319,10 +320,7 @@ pub(crate) fn sse_json_stream(
             static FINISH: LazyLock<KeyProbe> = LazyLock::new(|| KeyProbe::new("finish_reason"));
             let rare = ERROR.may_hold_non_null(data) || FINISH.may_hold_non_null(data);
             let check = match rare.then(|| serde_json::from_str::<EventCheck>(data)) {
-                None => EventCheck {
-                    error: None,
-                    choices: None,
-                },
+                None => EventCheck::default(),
                 Some(Ok(c)) if data.starts_with('{') => c,
                 Some(_) => {
                     st.finished = true;
