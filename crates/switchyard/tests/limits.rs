@@ -49,6 +49,7 @@ on_both!(
     every_request_writes_one_usage_row,
     the_keys_cli_shares_the_store_with_a_running_gateway,
     answered_requests_keep_their_usage_rows_across_kill_9,
+    a_nul_in_a_model_name_does_not_stop_the_usage_log,
 );
 
 async fn create(gw: &Gateway, body: Value) -> (String, String) {
@@ -87,6 +88,28 @@ async fn usage_until(gw: &Gateway, query: &str, pred: impl Fn(&[Value]) -> bool)
         assert!(Instant::now() < deadline, "usage never matched; last: {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A request's model name is the client's to choose, NUL included, and its row is logged (404): no
+/// database column takes a NUL (Postgres refuses the whole insert), so a row must not carry one, or
+/// the rows logged with it and after it would never be stored.
+async fn a_nul_in_a_model_name_does_not_stop_the_usage_log(b: Backend) {
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&config(&mock.base_url(), &b)).await;
+    let (st, _, v) = chat_as(&gw, KEY, &chat_body("gpt-\u{0}x", "hi")).await;
+    assert_eq!(st, 404, "{v}");
+    let (st, h, _) = chat_as(&gw, KEY, &chat_body("gpt-mock", "hi")).await;
+    assert_eq!(st, 200);
+    let rid = h["x-request-id"].to_str().unwrap().to_string();
+    let rows = usage_until(&gw, "limit=100", |r| {
+        r.iter().any(|r| r["request_id"] == json!(rid)) && r.len() >= 2
+    })
+    .await;
+    let bad = rows
+        .iter()
+        .find(|r| r["status"] == json!(404))
+        .expect("the 404's row");
+    assert_eq!(bad["model"], json!("gpt-\u{fffd}x"));
 }
 
 async fn key_rpm_tpm_and_parallel_limits_answer_429_with_headers(b: Backend) {
