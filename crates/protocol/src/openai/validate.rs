@@ -55,7 +55,17 @@ fn expected(p: &Path<'_>, what: &str, got: &Value) -> WireError {
 
 /// A present, non-null field.
 pub(crate) fn field<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
-    obj.get(key).filter(|v| !v.is_null())
+    member(obj, key).filter(|v| !v.is_null())
+}
+
+/// A member by name. A request's objects are small, and checking one looks up every field it may have,
+/// most of them absent: comparing a few names is cheaper than hashing each one for the map's index.
+pub(crate) fn member<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    if obj.len() <= 16 {
+        obj.iter().find_map(|(k, v)| (k == key).then_some(v))
+    } else {
+        obj.get(key)
+    }
 }
 
 pub(crate) fn number_in(
@@ -128,7 +138,7 @@ pub(crate) fn required_string<'v>(
     key: &str,
 ) -> Result<&'v str, WireError> {
     let p = Path::Key(parent, key);
-    match obj.get(key) {
+    match member(obj, key) {
         Some(Value::String(s)) => Ok(s),
         None | Some(Value::Null) => Err(p.err(format!("Missing required parameter: '{}'.", p.render()))),
         Some(v) => Err(expected(&p, "a string", v)),
@@ -172,7 +182,7 @@ pub fn chat_request(body: &Map<String, Value>) -> Result<(), WireError> {
     let root = Path::Root;
     required_string(body, &root, "model")?;
     let messages_p = Path::Key(&root, "messages");
-    let messages = match body.get("messages") {
+    let messages = match member(body, "messages") {
         Some(Value::Array(m)) => m,
         None | Some(Value::Null) => return Err(messages_p.err("Missing required parameter: 'messages'.")),
         Some(v) => return Err(expected(&messages_p, "an array", v)),
@@ -272,7 +282,7 @@ pub(crate) fn stream_options(body: &Map<String, Value>, root: &Path<'_>) -> Resu
 fn message(m: &Value, p: &Path<'_>) -> Result<(), WireError> {
     let obj = object(m, p)?;
     let role_p = Path::Key(p, "role");
-    let role = match obj.get("role") {
+    let role = match member(obj, "role") {
         Some(Value::String(r)) => r.as_str(),
         None | Some(Value::Null) => {
             return Err(role_p.err(format!("Missing required parameter: '{}'.", role_p.render())));
@@ -584,6 +594,18 @@ mod tests {
 
     fn param_of(v: Value) -> String {
         check(v).unwrap_err().param.unwrap()
+    }
+
+    /// The scan for small objects and the index for large ones find the same members.
+    #[test]
+    fn member_agrees_with_the_index_at_every_size() {
+        for n in 0..40 {
+            let obj: Map<String, Value> = (0..n).map(|i| (format!("k{i}"), json!(i))).collect();
+            for i in 0..n + 3 {
+                let k = format!("k{i}");
+                assert_eq!(member(&obj, &k), obj.get(&k), "{n} members, {k}");
+            }
+        }
     }
 
     fn base() -> Value {
