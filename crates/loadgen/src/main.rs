@@ -5,6 +5,9 @@
 //! - `max`: closed loop, `--conns` requests always in flight, for maximum throughput.
 //! - `stream`: streamed requests; time to first chunk and the gaps between chunks.
 //! - `hold`: opens `--streams` streams at once and keeps them open, for memory figures.
+//! - `proxy`: not a load at all, the floor of the benchmark: a pass-through proxy on the gateway's own
+//!   stack (an axum server, a pooled reqwest client) that parses nothing and does nothing else, so the
+//!   cost of one HTTP hop on this machine is measured beside the gateway's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +77,14 @@ enum Mode {
         /// How long to hold them once all are open.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+    },
+    Proxy {
+        /// Where to listen (`127.0.0.1:0` picks a port; the address is printed).
+        #[arg(long)]
+        listen: String,
+        /// The upstream's base URL; the request's path and query are appended to it.
+        #[arg(long)]
+        upstream: String,
     },
 }
 
@@ -269,6 +280,67 @@ async fn hold(t: Target, streams: usize, seconds: f64) -> Value {
     json!({"mode": "hold", "streams": streams, "opened": opened.load(Ordering::Relaxed), "open_seconds": open_after})
 }
 
+/// Forwards every request to `upstream` as it came (method, path, body, content type and authorization)
+/// and streams the answer back as it arrives.
+async fn proxy(listen: String, upstream: String) -> Value {
+    use axum::body::Body;
+    use axum::response::Response;
+    use axum::serve::ListenerExt as _;
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_default();
+    let upstream = Arc::new(upstream.trim_end_matches('/').to_string());
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (c, upstream) = (c.clone(), upstream.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+                return Response::builder()
+                    .status(400)
+                    .body(Body::empty())
+                    .unwrap_or_default();
+            };
+            let mut r = c.request(parts.method, format!("{upstream}{pq}")).body(body);
+            for name in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
+                if let Some(v) = parts.headers.get(&name) {
+                    r = r.header(name, v.clone());
+                }
+            }
+            match r.send().await {
+                Ok(resp) => {
+                    let mut out = Response::builder().status(resp.status());
+                    if let Some(ct) = resp.headers().get(http::header::CONTENT_TYPE) {
+                        out = out.header(http::header::CONTENT_TYPE, ct.clone());
+                    }
+                    out.body(Body::from_stream(resp.bytes_stream()))
+                        .unwrap_or_default()
+                }
+                Err(_) => Response::builder()
+                    .status(502)
+                    .body(Body::empty())
+                    .unwrap_or_default(),
+            }
+        }
+    });
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => return json!({"mode": "proxy", "error": e.to_string()}),
+    };
+    if let Ok(a) = listener.local_addr() {
+        println!("listening on http://{a}");
+    }
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    match axum::serve(listener, app).await {
+        Ok(()) => json!({"mode": "proxy"}),
+        Err(e) => json!({"mode": "proxy", "error": e.to_string()}),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let out = match Cli::parse().mode {
@@ -281,6 +353,7 @@ async fn main() {
         Mode::Max { t, conns, seconds } => max(t, conns, seconds).await,
         Mode::Stream { t, requests, conns } => stream(t, requests, conns).await,
         Mode::Hold { t, streams, seconds } => hold(t, streams, seconds).await,
+        Mode::Proxy { listen, upstream } => proxy(listen, upstream).await,
     };
     println!("{out}");
 }
