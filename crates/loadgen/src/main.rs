@@ -85,6 +85,10 @@ enum Mode {
         /// The upstream's base URL; the request's path and query are appended to it.
         #[arg(long)]
         upstream: String,
+        /// The upstream client: `reqwest` (what the gateway uses) or `hyper` (hyper-util's pooled client
+        /// alone, plain HTTP only), to show what the client's own layers cost.
+        #[arg(long, default_value = "reqwest")]
+        client: String,
     },
 }
 
@@ -282,16 +286,18 @@ async fn hold(t: Target, streams: usize, seconds: f64) -> Value {
 
 /// Forwards every request to `upstream` as it came (method, path, body, content type and authorization)
 /// and streams the answer back as it arrives.
-async fn proxy(listen: String, upstream: String) -> Value {
+async fn proxy(listen: String, upstream: String, client: String) -> Value {
     use axum::body::Body;
     use axum::response::Response;
-    use axum::serve::ListenerExt as _;
     let c = reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
         .tcp_nodelay(true)
         .build()
         .unwrap_or_default();
     let upstream = Arc::new(upstream.trim_end_matches('/').to_string());
+    if client == "hyper" {
+        return serve_proxy(listen, hyper_proxy(upstream)).await;
+    }
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let (c, upstream) = (c.clone(), upstream.clone());
         async move {
@@ -325,6 +331,66 @@ async fn proxy(listen: String, upstream: String) -> Value {
             }
         }
     });
+    serve_proxy(listen, app).await
+}
+
+/// The same proxy on hyper-util's pooled client directly.
+fn hyper_proxy(upstream: Arc<String>) -> axum::Router {
+    use axum::body::Body;
+    use axum::response::Response;
+    use http_body_util::BodyExt as _;
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let c: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(4096)
+            .build(connector);
+    axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (c, upstream) = (c.clone(), upstream.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+                return Response::builder()
+                    .status(400)
+                    .body(Body::empty())
+                    .unwrap_or_default();
+            };
+            let mut r = http::Request::builder()
+                .method(parts.method)
+                .uri(format!("{upstream}{pq}"));
+            for name in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
+                if let Some(v) = parts.headers.get(&name) {
+                    r = r.header(name, v.clone());
+                }
+            }
+            let Ok(req) = r.body(http_body_util::Full::new(body)) else {
+                return Response::builder()
+                    .status(400)
+                    .body(Body::empty())
+                    .unwrap_or_default();
+            };
+            match c.request(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let mut out = Response::builder().status(parts.status);
+                    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
+                        out = out.header(http::header::CONTENT_TYPE, ct.clone());
+                    }
+                    out.body(Body::new(body.map_err(axum::Error::new)))
+                        .unwrap_or_default()
+                }
+                Err(_) => Response::builder()
+                    .status(502)
+                    .body(Body::empty())
+                    .unwrap_or_default(),
+            }
+        }
+    })
+}
+
+async fn serve_proxy(listen: String, app: axum::Router) -> Value {
+    use axum::serve::ListenerExt as _;
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => return json!({"mode": "proxy", "error": e.to_string()}),
@@ -353,7 +419,11 @@ async fn main() {
         Mode::Max { t, conns, seconds } => max(t, conns, seconds).await,
         Mode::Stream { t, requests, conns } => stream(t, requests, conns).await,
         Mode::Hold { t, streams, seconds } => hold(t, streams, seconds).await,
-        Mode::Proxy { listen, upstream } => proxy(listen, upstream).await,
+        Mode::Proxy {
+            listen,
+            upstream,
+            client,
+        } => proxy(listen, upstream, client).await,
     };
     println!("{out}");
 }
