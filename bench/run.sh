@@ -88,26 +88,46 @@ sleep 0.5
 idle_kb=$(rss_kb "$gw_pid")
 
 results="$tmp/results.jsonl"
-for r in $rates; do
-  lg rate "${direct[@]}" --body "$(body mock-ok)" --rate "$r" --seconds "$secs" | sed "s/^/{\"case\":\"direct\",\"rate\":$r,\"r\":/; s/\$/}/" >> "$results"
-  t0=$(cpu_ticks "$gw_pid")
-  ( sleep "$(python3 -c "print($secs / 2)")"; rss_kb "$gw_pid" > "$tmp/rss_$r" ) &
-  sampler=$!
-  lg rate "${through[@]}" --body "$(body bench)" --rate "$r" --seconds "$secs" > "$tmp/gw_$r.json"
-  t1=$(cpu_ticks "$gw_pid")
+# gw_case NAME RATE PID loadgen-args...: one load against a gateway, as a row with the gateway's CPU time
+# per 1,000 requests (user + system, all its threads) and its RSS halfway through.
+gw_case() {
+  local name=$1 rate=$2 gpid=$3; shift 3
+  local t0 t1
+  t0=$(cpu_ticks "$gpid")
+  ( sleep "$(python3 -c "print($secs / 2)")"; rss_kb "$gpid" > "$tmp/rss" ) &
+  local sampler=$!
+  lg "$@" > "$tmp/case.json"
+  t1=$(cpu_ticks "$gpid")
   wait "$sampler"
-  python3 - "$tmp/gw_$r.json" "$r" "$t0" "$t1" "$(cat "$tmp/rss_$r")" >> "$results" <<'PY'
+  python3 - "$tmp/case.json" "$name" "$rate" "$t0" "$t1" "$(cat "$tmp/rss")" >> "$results" <<'PY'
 import json, os, sys
 r = json.load(open(sys.argv[1]))
-hz = os.sysconf("SC_CLK_TCK")
-cpu = (int(sys.argv[4]) - int(sys.argv[3])) / hz
-r["cpu_s_per_1k"] = cpu / max(r["sent"], 1) * 1000
-r["rss_kb"] = int(sys.argv[5])
-print(json.dumps({"case": "switchyard", "rate": int(sys.argv[2]), "r": r}))
+n = r.get("sent", r.get("requests", 0))
+r["cpu_s_per_1k"] = (int(sys.argv[5]) - int(sys.argv[4])) / os.sysconf("SC_CLK_TCK") / max(n, 1) * 1000
+r["rss_kb"] = int(sys.argv[6])
+rate = sys.argv[3]
+print(json.dumps({"case": sys.argv[2], "rate": int(rate) if rate.isdigit() else rate, "r": r}))
 PY
+}
+# Direct and through alternately, rate by rate, so that drift cancels in the ratios.
+for r in $rates; do
+  lg rate "${direct[@]}" --body "$(body mock-ok)" --rate "$r" --seconds "$secs" | sed "s/^/{\"case\":\"direct\",\"rate\":$r,\"r\":/; s/\$/}/" >> "$results"
+  gw_case switchyard "$r" "$gw_pid" rate "${through[@]}" --body "$(body bench)" --rate "$r" --seconds "$secs"
 done
 lg max "${direct[@]}" --body "$(body mock-ok)" --conns 64 --seconds "$secs" | sed 's/^/{"case":"direct","rate":"max","r":/; s/$/}/' >> "$results"
-lg max "${through[@]}" --body "$(body bench)" --conns 64 --seconds "$secs" | sed 's/^/{"case":"switchyard","rate":"max","r":/; s/$/}/' >> "$results"
+gw_case switchyard max "$gw_pid" max "${through[@]}" --body "$(body bench)" --conns 64 --seconds "$secs"
+
+# The floor: one HTTP hop on Switchyard's own stack (axum server, reqwest client) that does nothing else.
+# What a gateway built on it costs beyond this is what its features cost.
+daemon 1 "$bin/loadgen" proxy --listen 127.0.0.1:0 --upstream "$mock" > "$tmp/floor.out" 2>&1 &
+floor_pid=$!
+floor=$(wait_url "$tmp/floor.out")
+lg max --url "$floor/v1/chat/completions" --body "$(body mock-ok)" --conns 16 --seconds 1 > /dev/null
+for r in $rates; do
+  gw_case floor "$r" "$floor_pid" rate --url "$floor/v1/chat/completions" --body "$(body mock-ok)" --rate "$r" --seconds "$secs"
+done
+gw_case floor max "$floor_pid" max --url "$floor/v1/chat/completions" --body "$(body mock-ok)" --conns 64 --seconds "$secs"
+kill "$floor_pid" 2>/dev/null || true
 
 # Streaming: 200 chunks per answer. A second gateway whose deployments stream 200 chunks (the mock's
 # option travels in the upstream model name), so both paths stream the same answer...
@@ -147,24 +167,11 @@ if [ "$peers" = 1 ] && [ "$smoke" = 0 ]; then
   measure() { # name pid url model [loadgen args...]
     local name=$1 ppid=$2 url=$3 model=$4; shift 4
     lg max --url "$url" --body "$(body "$model")" --conns 16 --seconds 1 "$@" > /dev/null
-    local idle; idle=$(rss_kb "$ppid")
+    echo "$name $(rss_kb "$ppid")" >> "$tmp/peer_idle"
     for r in $rates; do
-      local t0 t1
-      t0=$(cpu_ticks "$ppid")
-      ( sleep "$(python3 -c "print($secs / 2)")"; rss_kb "$ppid" > "$tmp/prss" ) &
-      local sampler=$!
-      lg rate --url "$url" --body "$(body "$model")" --rate "$r" --seconds "$secs" "$@" > "$tmp/peer.json"
-      t1=$(cpu_ticks "$ppid")
-      wait "$sampler"
-      python3 - "$tmp/peer.json" "$r" "$t0" "$t1" "$(cat "$tmp/prss")" "$name" "$idle" >> "$results" <<'PY2'
-import json, os, sys
-r = json.load(open(sys.argv[1]))
-r["cpu_s_per_1k"] = (int(sys.argv[4]) - int(sys.argv[3])) / os.sysconf("SC_CLK_TCK") / max(r["sent"], 1) * 1000
-r["rss_kb"] = int(sys.argv[5]); r["rss_idle_kb"] = int(sys.argv[7])
-print(json.dumps({"case": sys.argv[6], "rate": int(sys.argv[2]), "r": r}))
-PY2
+      gw_case "$name" "$r" "$ppid" rate --url "$url" --body "$(body "$model")" --rate "$r" --seconds "$secs" "$@"
     done
-    lg max --url "$url" --body "$(body "$model")" --conns 64 --seconds "$secs" "$@" | sed "s/^/{\"case\":\"$name\",\"rate\":\"max\",\"r\":/; s/\$/}/" >> "$results"
+    gw_case "$name" max "$ppid" max --url "$url" --body "$(body "$model")" --conns 64 --seconds "$secs" "$@"
   }
 
   # onwards: two weighted providers of one model.
@@ -245,34 +252,41 @@ PY3
   kill "$kpid" 2>/dev/null || true
 fi
 
-python3 - "$results" "$idle_kb" "$hold_kb" "$hold" "$opened" "$profile" "$smoke" "$root" <<'PY'
+touch "$tmp/peer_idle"
+python3 - "$results" "$idle_kb" "$hold_kb" "$hold" "$opened" "$profile" "$smoke" "$root" "$tmp/peer_idle" <<'PY'
 import datetime, json, os, platform, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 idle_kb, hold_kb, hold, opened, profile, smoke, root = sys.argv[2:9]
+peer_idle = dict(l.split() for l in open(sys.argv[9]) if l.strip())
 by = {(r["case"], str(r["rate"])): r["r"] for r in rows}
-def lat(r, k):
-    l = r.get("latency") or r.get(k) or {}
-    return l
-out = []
+peers = [c for c in ("onwards", "tensorzero", "litellm", "portkey") if any(k[0] == c for k in by)]
+gateways = ["switchyard", "floor"] + peers
+def rps(r):
+    return r.get("achieved_rps", r.get("rps", 0)) or 0
+def capacity(r):
+    """Requests per second of the gateway's own CPU: what one core could serve if the upstream and the
+    load generator were not in the way (the rig's two cores bound the measured rates)."""
+    c = r.get("cpu_s_per_1k")
+    return 1000 / c if c else None
 print(f"\nSwitchyard benchmark ({profile} build, {os.cpu_count()} CPUs, {platform.machine()})")
-print(f"{'case':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'+p50':>8}{'+p99':>8}{'+p99.9':>8}{'ratio':>7}{'CPU s/1k':>10}{'RSS MB':>8}")
-peers = [c for c in ("onwards", "litellm", "tensorzero", "portkey") if any(k[0] == c for k in by)]
+print("floor: one HTTP hop on Switchyard's own stack doing nothing else (loadgen proxy)")
+print(f"{'case':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'+p50':>8}{'+p99':>8}{'+p99.9':>8}"
+      f"{'ratio':>7}{'CPU s/1k':>10}{'req/CPU-s':>10}{'RSS MB':>8}")
 for rate in [k[1] for k in by if k[0] == "direct" and not k[1].startswith("stream")]:
-    d, s = by.get(("direct", rate)), by.get(("switchyard", rate))
-    if not d or not s:
-        continue
-    for name, r in [("direct", d), ("switchyard", s)] + [(p, by[(p, rate)]) for p in peers if (p, rate) in by]:
-        l = r["latency"] or {}
-        rps = r.get("achieved_rps", r.get("rps", 0))
-        extra = ""
+    d = by[("direct", rate)]
+    dl = d.get("latency") or {}
+    for name in ["direct"] + gateways:
+        r = by.get((name, rate))
+        if r is None:
+            continue
+        l = r.get("latency") or {}
+        line = f"{name + ' @' + rate:<20}{rps(r):>9.0f}{l.get('p50_ms', 0):>9.3f}{l.get('p99_ms', 0):>9.3f}{l.get('p999_ms', 0):>10.3f}"
         if name != "direct":
-            dl = d["latency"] or {}
             add = [l.get(q, 0) - dl.get(q, 0) for q in ("p50_ms", "p99_ms", "p999_ms")]
-            drps = d.get("achieved_rps", d.get("rps", 1)) or 1
-            extra = f"{add[0]:>8.3f}{add[1]:>8.3f}{add[2]:>8.3f}{rps / drps:>7.2f}"
-            extra += f"{r.get('cpu_s_per_1k', 0):>10.3f}" if "cpu_s_per_1k" in r else f"{'':>10}"
-            extra += f"{r.get('rss_kb', 0) / 1024:>8.1f}" if "rss_kb" in r else ""
-        print(f"{name + ' @' + rate:<22}{rps:>10.0f}{l.get('p50_ms', 0):>9.3f}{l.get('p99_ms', 0):>9.3f}{l.get('p999_ms', 0):>10.3f}{extra}")
+            line += f"{add[0]:>8.3f}{add[1]:>8.3f}{add[2]:>8.3f}{rps(r) / (rps(d) or 1):>7.2f}"
+            cap = capacity(r)
+            line += f"{r.get('cpu_s_per_1k', 0):>10.3f}{cap or 0:>10.0f}{r.get('rss_kb', 0) / 1024:>8.1f}"
+        print(line)
 for c in ("1", "4"):
     d, s = by.get(("direct", "stream" + c)), by.get(("switchyard", "stream" + c))
     if d and s:
@@ -281,15 +295,27 @@ for c in ("1", "4"):
               f"p99 {s['ttft']['p99_ms'] - d['ttft']['p99_ms']:.3f} ms); "
               f"chunk gap p99/p99.9 direct {d['gap']['p99_ms']:.3f}/{d['gap']['p999_ms']:.3f}, through {s['gap']['p99_ms']:.3f}/{s['gap']['p999_ms']:.3f} ms")
 print(f"memory: RSS idle {int(idle_kb) / 1024:.1f} MB; with {opened}/{hold} open streams {int(hold_kb) / 1024:.1f} MB")
-if peers:
-    sy = by[("switchyard", "max")]["rps"]
-    print("max throughput, Switchyard vs each peer: " + ", ".join(
-        f"{p} {by[(p, 'max')]['rps']:.0f} req/s ({sy / max(by[(p, 'max')]['rps'], 1e-9):.2f}x)" for p in peers if (p, "max") in by))
-    print("peer RSS idle: " + ", ".join(f"{p} {by[(p, rates_first)]['rss_idle_kb'] / 1024:.1f} MB" for p in peers
-          for rates_first in [next(k[1] for k in by if k[0] == p and k[1] != 'max')]))
+summary = {}
+sy = by.get(("switchyard", "max"))
+if sy:
+    for other in gateways[1:]:
+        o = by.get((other, "max"))
+        if not o:
+            continue
+        summary[other] = {
+            "max_rps_ratio": rps(sy) / (rps(o) or 1e-9),
+            "capacity_ratio": (capacity(sy) or 0) / (capacity(o) or 1e-9),
+        }
+    print("\nat max load, Switchyard against each: measured req/s ratio; req per CPU-second ratio")
+    for other, v in summary.items():
+        o = by[(other, "max")]
+        print(f"  {other:<11} {rps(o):>8.0f} req/s ({v['max_rps_ratio']:.2f}x)   {capacity(o) or 0:>7.0f} req/CPU-s ({v['capacity_ratio']:.2f}x)")
+    print(f"  switchyard  {rps(sy):>8.0f} req/s           {capacity(sy) or 0:>7.0f} req/CPU-s")
+if peer_idle:
+    print("peer RSS idle: " + ", ".join(f"{p} {int(kb) / 1024:.1f} MB" for p, kb in peer_idle.items()))
 doc = {"date": datetime.datetime.utcnow().isoformat() + "Z", "profile": profile, "cpus": os.cpu_count(),
        "rss_idle_kb": int(idle_kb), "rss_open_streams_kb": int(hold_kb), "open_streams": int(opened),
-       "results": rows}
+       "peer_rss_idle_kb": {p: int(kb) for p, kb in peer_idle.items()}, "against": summary, "results": rows}
 if smoke == "0":
     os.makedirs(f"{root}/bench/results", exist_ok=True)
     path = f"{root}/bench/results/{datetime.date.today().isoformat()}.json"
@@ -299,5 +325,6 @@ else:
     bad = [r for r in rows if (r["r"].get("errors") or 0) > 0]
     assert not bad, f"smoke run had errors: {bad}"
     assert int(opened) == int(hold), f"only {opened} of {hold} streams opened"
+    assert all(by.get((g, "max"), {}).get("cpu_s_per_1k", 0) > 0 for g in ("switchyard", "floor")), "no CPU time measured"
     print("smoke: ok")
 PY
