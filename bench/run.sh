@@ -270,7 +270,7 @@ def capacity(r):
     return 1000 / c if c else None
 print(f"\nSwitchyard benchmark ({profile} build, {os.cpu_count()} CPUs, {platform.machine()})")
 print("floor: one HTTP hop on Switchyard's own stack doing nothing else (loadgen proxy)")
-print(f"{'case':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'+p50':>8}{'+p99':>8}{'+p99.9':>8}"
+print(f"{'case':<20}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'p99.9 ms':>10}{'+p50':>10}{'+p99':>10}{'+p99.9':>10}"
       f"{'ratio':>7}{'CPU s/1k':>10}{'req/CPU-s':>10}{'RSS MB':>8}")
 for rate in [k[1] for k in by if k[0] == "direct" and not k[1].startswith("stream")]:
     d = by[("direct", rate)]
@@ -280,10 +280,10 @@ for rate in [k[1] for k in by if k[0] == "direct" and not k[1].startswith("strea
         if r is None:
             continue
         l = r.get("latency") or {}
-        line = f"{name + ' @' + rate:<20}{rps(r):>9.0f}{l.get('p50_ms', 0):>9.3f}{l.get('p99_ms', 0):>9.3f}{l.get('p999_ms', 0):>10.3f}"
+        line = f"{name + ' @' + rate:<20}{rps(r):>9.0f}{l.get('p50_ms', 0):>10.3f}{l.get('p99_ms', 0):>10.3f}{l.get('p999_ms', 0):>10.3f}"
         if name != "direct":
             add = [l.get(q, 0) - dl.get(q, 0) for q in ("p50_ms", "p99_ms", "p999_ms")]
-            line += f"{add[0]:>8.3f}{add[1]:>8.3f}{add[2]:>8.3f}{rps(r) / (rps(d) or 1):>7.2f}"
+            line += f"{add[0]:>10.3f}{add[1]:>10.3f}{add[2]:>10.3f}{rps(r) / (rps(d) or 1):>7.2f}"
             cap = capacity(r)
             line += f"{r.get('cpu_s_per_1k', 0):>10.3f}{cap or 0:>10.0f}{r.get('rss_kb', 0) / 1024:>8.1f}"
         print(line)
