@@ -127,7 +127,6 @@ for r in $rates; do
   gw_case floor "$r" "$floor_pid" rate --url "$floor/v1/chat/completions" --body "$(body mock-ok)" --rate "$r" --seconds "$secs"
 done
 gw_case floor max "$floor_pid" max --url "$floor/v1/chat/completions" --body "$(body mock-ok)" --conns 64 --seconds "$secs"
-kill "$floor_pid" 2>/dev/null || true
 
 # Streaming: 200 chunks per answer. A second gateway whose deployments stream 200 chunks (the mock's
 # option travels in the upstream model name), so both paths stream the same answer...
@@ -144,6 +143,7 @@ n=$([ "$smoke" = 1 ] && echo 10 || echo 300)
 for c in 1 4; do
   lg stream "${direct[@]}" --body "$(sbody 'mock-ok+tokens=200')" --requests "$n" --conns "$c" | sed "s/^/{\"case\":\"direct\",\"rate\":\"stream$c\",\"r\":/; s/\$/}/" >> "$results"
   lg stream --url "$gw2/v1/chat/completions" --key sk-bench-master --body "$(sbody bench)" --requests "$n" --conns "$c" | sed "s/^/{\"case\":\"switchyard\",\"rate\":\"stream$c\",\"r\":/; s/\$/}/" >> "$results"
+  lg stream --url "$floor/v1/chat/completions" --body "$(sbody 'mock-ok+tokens=200')" --requests "$n" --conns "$c" | sed "s/^/{\"case\":\"floor\",\"rate\":\"stream$c\",\"r\":/; s/\$/}/" >> "$results"
 done
 
 # Memory with many open streams.
@@ -153,6 +153,16 @@ until grep -q all_open "$tmp/hold.out" 2>/dev/null || ! kill -0 $hold_pid 2>/dev
 hold_kb=$(rss_kb "$gw2_pid")
 wait $hold_pid || true
 opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/hold.out" 2>/dev/null || echo 0)
+# The same streams through the floor: what one idle HTTP/1.1 hop on this stack holds per open stream.
+floor_idle_kb=$(rss_kb "$floor_pid")
+lg hold --url "$floor/v1/chat/completions" --body "$(body 'mock-ok+tokens=200+delay=100' ', "stream": true')" --streams "$hold" --seconds 1 > "$tmp/fhold.out" &
+hold_pid=$!
+until grep -q all_open "$tmp/fhold.out" 2>/dev/null || ! kill -0 $hold_pid 2>/dev/null; do sleep 0.1; done
+floor_hold_kb=$(rss_kb "$floor_pid")
+wait $hold_pid || true
+floor_opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/fhold.out" 2>/dev/null || echo 0)
+kill "$floor_pid" 2>/dev/null || true
+echo "$floor_idle_kb $floor_hold_kb $floor_opened" > "$tmp/floor_hold"
 
 # ---- Peers: the same fixed-rate and closed-loop runs, each gateway pinned where Switchyard was. ----
 if [ "$peers" = 1 ] && [ "$smoke" = 0 ]; then
@@ -253,11 +263,12 @@ PY3
 fi
 
 touch "$tmp/peer_idle"
-python3 - "$results" "$idle_kb" "$hold_kb" "$hold" "$opened" "$profile" "$smoke" "$root" "$tmp/peer_idle" <<'PY'
+python3 - "$results" "$idle_kb" "$hold_kb" "$hold" "$opened" "$profile" "$smoke" "$root" "$tmp/peer_idle" "$tmp/floor_hold" <<'PY'
 import datetime, json, os, platform, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 idle_kb, hold_kb, hold, opened, profile, smoke, root = sys.argv[2:9]
 peer_idle = dict(l.split() for l in open(sys.argv[9]) if l.strip())
+floor_idle_kb, floor_hold_kb, floor_opened = (int(x) for x in open(sys.argv[10]).read().split())
 by = {(r["case"], str(r["rate"])): r["r"] for r in rows}
 peers = [c for c in ("onwards", "tensorzero", "litellm", "portkey") if any(k[0] == c for k in by)]
 gateways = ["switchyard", "floor"] + peers
@@ -294,7 +305,16 @@ for c in ("1", "4"):
               f"through {s['ttft']['p50_ms']:.3f}/{s['ttft']['p99_ms']:.3f} ms (added p50 {s['ttft']['p50_ms'] - d['ttft']['p50_ms']:.3f}, "
               f"p99 {s['ttft']['p99_ms'] - d['ttft']['p99_ms']:.3f} ms); "
               f"chunk gap p99/p99.9 direct {d['gap']['p99_ms']:.3f}/{d['gap']['p999_ms']:.3f}, through {s['gap']['p99_ms']:.3f}/{s['gap']['p999_ms']:.3f} ms")
-print(f"memory: RSS idle {int(idle_kb) / 1024:.1f} MB; with {opened}/{hold} open streams {int(hold_kb) / 1024:.1f} MB")
+        f = by.get(("floor", "stream" + c))
+        if f:
+            print(f"  the floor's TTFT p50/p99 {f['ttft']['p50_ms']:.3f}/{f['ttft']['p99_ms']:.3f} ms (added p50 "
+                  f"{f['ttft']['p50_ms'] - d['ttft']['p50_ms']:.3f}, p99 {f['ttft']['p99_ms'] - d['ttft']['p99_ms']:.3f} ms), "
+                  f"chunk gap p99/p99.9 {f['gap']['p99_ms']:.3f}/{f['gap']['p999_ms']:.3f} ms")
+per_stream = lambda held, idle, n: (held - idle) / max(n, 1)
+print(f"memory: RSS idle {int(idle_kb) / 1024:.1f} MB; with {opened}/{hold} open streams {int(hold_kb) / 1024:.1f} MB "
+      f"({per_stream(int(hold_kb), int(idle_kb), int(opened)):.1f} KB a stream)")
+print(f"  the floor: idle {floor_idle_kb / 1024:.1f} MB; with {floor_opened}/{hold} open streams {floor_hold_kb / 1024:.1f} MB "
+      f"({per_stream(floor_hold_kb, floor_idle_kb, floor_opened):.1f} KB a stream)")
 summary = {}
 sy = by.get(("switchyard", "max"))
 if sy:
@@ -315,6 +335,7 @@ if peer_idle:
     print("peer RSS idle: " + ", ".join(f"{p} {int(kb) / 1024:.1f} MB" for p, kb in peer_idle.items()))
 doc = {"date": datetime.datetime.utcnow().isoformat() + "Z", "profile": profile, "cpus": os.cpu_count(),
        "rss_idle_kb": int(idle_kb), "rss_open_streams_kb": int(hold_kb), "open_streams": int(opened),
+       "floor_rss_idle_kb": floor_idle_kb, "floor_rss_open_streams_kb": floor_hold_kb, "floor_open_streams": floor_opened,
        "peer_rss_idle_kb": {p: int(kb) for p, kb in peer_idle.items()}, "against": summary, "results": rows}
 if smoke == "0":
     os.makedirs(f"{root}/bench/results", exist_ok=True)
