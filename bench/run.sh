@@ -50,6 +50,9 @@ tmp=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# What every process has used so far: other processes busy during the run are named at the end (on a
+# machine this small, one busy neighbour moves every figure).
+ps -eo pid=,ppid=,comm=,times= > "$tmp/ps0"
 
 pinning=0
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then pinning=1; fi
@@ -263,6 +266,31 @@ PY3
 fi
 
 touch "$tmp/peer_idle"
+ps -eo pid=,ppid=,comm=,times= > "$tmp/ps1"
+python3 - "$tmp/ps0" "$tmp/ps1" "$$" <<'PY'
+import sys
+def load(p):
+    out = {}
+    for line in open(p):
+        f = line.split()
+        if len(f) >= 4:
+            out[f[0]] = (f[1], " ".join(f[2:-1]), int(f[-1]))
+    return out
+before, after, me = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3]
+def ours(pid):
+    seen = set()
+    while pid in after and pid not in seen:
+        if pid == me:
+            return True
+        seen.add(pid)
+        pid = after[pid][0]
+    return False
+busy = sorted(((a[2] - before[p][2], a[1]) for p, a in after.items() if p in before and not ours(p)), reverse=True)
+busy = [(s, c) for s, c in busy if s >= 1]
+if busy:
+    print("\033[1;33m!!! other processes were busy during the run (CPU seconds): "
+          + ", ".join(f"{c} {s}" for s, c in busy[:6]) + "; the figures carry their noise\033[0m")
+PY
 python3 - "$results" "$idle_kb" "$hold_kb" "$hold" "$opened" "$profile" "$smoke" "$root" "$tmp/peer_idle" "$tmp/floor_hold" <<'PY'
 import datetime, json, os, platform, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
