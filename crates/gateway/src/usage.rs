@@ -715,13 +715,19 @@ mod tests {
         assert_eq!(many.len(), 10_000);
     }
 
-    #[tokio::test]
-    async fn rows_survive_the_journal_and_are_written_once() {
+    /// A usage log on a fresh SQLite store in a folder of its own.
+    async fn temp_log() -> (PathBuf, Store, UsageLog) {
         let dir = std::env::temp_dir().join(format!("sy-usage-{:x}", rand::random::<u64>()));
         let store = Store::open(&crate::store::sqlite_url(&dir.join("db.sqlite")))
             .await
             .unwrap();
         let log = UsageLog::open(store.clone(), &dir.join("journal")).unwrap();
+        (dir, store, log)
+    }
+
+    #[tokio::test]
+    async fn rows_survive_the_journal_and_are_written_once() {
+        let (dir, store, log) = temp_log().await;
         let row = |i: u32| UsageRow {
             id: format!("u_{i}"),
             request_id: format!("req_{i}"),
@@ -769,11 +775,7 @@ mod tests {
     /// it in the same batch are stored, and a NUL in a row's text does not reach the database.
     #[tokio::test]
     async fn bad_lines_are_skipped_and_nul_is_replaced() {
-        let dir = std::env::temp_dir().join(format!("sy-usage-{:x}", rand::random::<u64>()));
-        let store = Store::open(&crate::store::sqlite_url(&dir.join("db.sqlite")))
-            .await
-            .unwrap();
-        let log = UsageLog::open(store.clone(), &dir.join("journal")).unwrap();
+        let (dir, store, log) = temp_log().await;
         let row = |i: u32, model: &str| UsageRow {
             id: format!("u_{i}"),
             request_id: format!("req_{i}"),

@@ -288,7 +288,6 @@ async fn hold(t: Target, streams: usize, seconds: f64) -> Value {
 /// and streams the answer back as it arrives.
 async fn proxy(listen: String, upstream: String, client: String) -> Value {
     use axum::body::Body;
-    use axum::response::Response;
     let c = reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
         .tcp_nodelay(true)
@@ -301,43 +300,80 @@ async fn proxy(listen: String, upstream: String, client: String) -> Value {
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let (c, upstream) = (c.clone(), upstream.clone());
         async move {
-            let (parts, body) = req.into_parts();
-            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
-                return Response::builder()
-                    .status(400)
-                    .body(Body::empty())
-                    .unwrap_or_default();
+            let fwd = match Forward::read(req, &upstream).await {
+                Ok(f) => f,
+                Err(resp) => return resp,
             };
-            let mut r = c.request(parts.method, format!("{upstream}{pq}")).body(body);
-            for name in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
-                if let Some(v) = parts.headers.get(&name) {
-                    r = r.header(name, v.clone());
-                }
+            let mut r = c.request(fwd.method, fwd.url).body(fwd.body);
+            for (name, v) in fwd.headers {
+                r = r.header(name, v);
             }
             match r.send().await {
                 Ok(resp) => {
-                    let mut out = Response::builder().status(resp.status());
-                    if let Some(ct) = resp.headers().get(http::header::CONTENT_TYPE) {
-                        out = out.header(http::header::CONTENT_TYPE, ct.clone());
-                    }
-                    out.body(Body::from_stream(resp.bytes_stream()))
-                        .unwrap_or_default()
+                    let (status, headers) = (resp.status(), resp.headers().clone());
+                    answer(status, &headers, Body::from_stream(resp.bytes_stream()))
                 }
-                Err(_) => Response::builder()
-                    .status(502)
-                    .body(Body::empty())
-                    .unwrap_or_default(),
+                Err(_) => status_only(502),
             }
         }
     });
     serve_proxy(listen, app).await
 }
 
+/// A request as the floor forwards it.
+struct Forward {
+    method: http::Method,
+    url: String,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    body: bytes::Bytes,
+}
+
+impl Forward {
+    /// The request read whole: its method, the upstream URL with its path and query, the headers that
+    /// travel (content type and authorization), its body.
+    async fn read(req: axum::extract::Request, upstream: &str) -> Result<Forward, axum::response::Response> {
+        let (parts, body) = req.into_parts();
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let url = format!("{upstream}{pq}");
+        let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+            return Err(status_only(400));
+        };
+        let headers = [http::header::CONTENT_TYPE, http::header::AUTHORIZATION]
+            .into_iter()
+            .filter_map(|name| parts.headers.get(&name).cloned().map(|v| (name, v)))
+            .collect();
+        Ok(Forward {
+            method: parts.method,
+            url,
+            headers,
+            body,
+        })
+    }
+}
+
+fn status_only(status: u16) -> axum::response::Response {
+    axum::response::Response::builder()
+        .status(status)
+        .body(axum::body::Body::empty())
+        .unwrap_or_default()
+}
+
+/// The upstream's answer as it came: its status, its content type, its body streamed.
+fn answer(
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    let mut out = axum::response::Response::builder().status(status);
+    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+        out = out.header(http::header::CONTENT_TYPE, ct.clone());
+    }
+    out.body(body).unwrap_or_default()
+}
+
 /// The same proxy on hyper-util's pooled client directly.
 fn hyper_proxy(upstream: Arc<String>) -> axum::Router {
     use axum::body::Body;
-    use axum::response::Response;
     use http_body_util::BodyExt as _;
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
@@ -348,42 +384,27 @@ fn hyper_proxy(upstream: Arc<String>) -> axum::Router {
     axum::Router::new().fallback(move |req: axum::extract::Request| {
         let (c, upstream) = (c.clone(), upstream.clone());
         async move {
-            let (parts, body) = req.into_parts();
-            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
-                return Response::builder()
-                    .status(400)
-                    .body(Body::empty())
-                    .unwrap_or_default();
+            let fwd = match Forward::read(req, &upstream).await {
+                Ok(f) => f,
+                Err(resp) => return resp,
             };
-            let mut r = http::Request::builder()
-                .method(parts.method)
-                .uri(format!("{upstream}{pq}"));
-            for name in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
-                if let Some(v) = parts.headers.get(&name) {
-                    r = r.header(name, v.clone());
-                }
+            let mut r = http::Request::builder().method(fwd.method).uri(fwd.url);
+            for (name, v) in fwd.headers {
+                r = r.header(name, v);
             }
-            let Ok(req) = r.body(http_body_util::Full::new(body)) else {
-                return Response::builder()
-                    .status(400)
-                    .body(Body::empty())
-                    .unwrap_or_default();
+            let Ok(req) = r.body(http_body_util::Full::new(fwd.body)) else {
+                return status_only(400);
             };
             match c.request(req).await {
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
-                    let mut out = Response::builder().status(parts.status);
-                    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
-                        out = out.header(http::header::CONTENT_TYPE, ct.clone());
-                    }
-                    out.body(Body::new(body.map_err(axum::Error::new)))
-                        .unwrap_or_default()
+                    answer(
+                        parts.status,
+                        &parts.headers,
+                        Body::new(body.map_err(axum::Error::new)),
+                    )
                 }
-                Err(_) => Response::builder()
-                    .status(502)
-                    .body(Body::empty())
-                    .unwrap_or_default(),
+                Err(_) => status_only(502),
             }
         }
     })
