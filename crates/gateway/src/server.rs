@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use std::path::PathBuf;
@@ -230,6 +229,7 @@ pub struct Server {
     listener: TcpListener,
     app: Arc<App>,
     grace: Duration,
+    header_timeout: Duration,
 }
 
 impl Server {
@@ -244,6 +244,7 @@ impl Server {
             listener,
             app,
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            header_timeout: Duration::from_millis(config.server.header_read_timeout_ms.max(1)),
         })
     }
 
@@ -256,17 +257,15 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = self.app.clone();
-        // Stream chunks are small writes: without TCP_NODELAY, Nagle's algorithm holds each one back
-        // until the client acknowledges the last.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("could not set TCP_NODELAY: {e}");
-            }
-        });
-        let serve = axum::serve(listener, http::service(self.app)).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        let mut task = tokio::spawn(async move { serve.await });
+        let serve = serve_connections(
+            self.listener,
+            http::router(self.app),
+            self.header_timeout,
+            async move {
+                let _ = rx.await;
+            },
+        );
+        let mut task = tokio::spawn(serve);
         // Active health checks live as long as the server.
         let checks = {
             let app = app.clone();
@@ -326,6 +325,97 @@ impl Server {
         drop(writer);
         result
     }
+}
+
+/// Accepts connections until `shutdown` resolves, then stops accepting and lets every open connection
+/// finish what it is serving (its streams included) before resolving. A client gets `header_timeout`
+/// to send a request's head (from connecting, or from the end of the previous answer on its
+/// connection); one that dawdles longer is disconnected, so slow clients cannot hold every socket.
+/// (`axum::serve` sets no such timeout, and offers no way to.)
+async fn serve_connections(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    // WebSockets over HTTP/2 use CONNECT.
+    builder.http2().enable_connect_protocol();
+    // Every connection task holds a receiver of `closing`; a send tells them to finish and close, and
+    // `done` resolves once the last of them is gone.
+    let (closing, _) = tokio::sync::watch::channel(false);
+    let (done_tx, done) = tokio::sync::mpsc::channel::<()>(1);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Stream chunks are small writes: without TCP_NODELAY, Nagle's algorithm holds each one back
+        // until the client acknowledges the last.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("could not set TCP_NODELAY: {e}");
+        }
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(|r: ::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new)),
+        );
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let mut closing = closing.subscribe();
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let res = tokio::select! {
+                res = conn.as_mut() => res,
+                _ = closing.changed() => {
+                    // No new request on this connection; what it is serving finishes.
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(e) = res {
+                tracing::trace!("connection ended: {e}");
+            }
+            drop(done_tx);
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    drop(closing);
+    drop(done_tx);
+    let mut done = done;
+    // `recv` answers `None` once every connection task has dropped its sender.
+    let _ = done.recv().await;
+    Ok(())
+}
+
+/// A failed accept: the connection's own trouble is skipped at once; running out of descriptors waits
+/// a little first, so the loop does not spin while it lasts.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Aborts its task when dropped.

@@ -247,6 +247,10 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests and streams to finish.
     #[serde(default = "default_grace")]
     pub shutdown_grace_ms: u64,
+    /// How long a client has to send a request's head before its connection is closed: from connecting,
+    /// or from the end of the previous answer on a kept-alive connection (so it also ends idle ones).
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_ms: u64,
     /// Origins browsers may call from (`"*"` for any); empty turns CORS off.
     #[serde(default)]
     pub cors_origins: Vec<String>,
@@ -258,6 +262,7 @@ impl Default for ServerConfig {
             address: default_address(),
             max_body_bytes: default_max_body(),
             shutdown_grace_ms: default_grace(),
+            header_read_timeout_ms: default_header_timeout(),
             cors_origins: Vec::new(),
         }
     }
@@ -272,6 +277,10 @@ fn default_max_body() -> usize {
 }
 
 fn default_grace() -> u64 {
+    30_000
+}
+
+fn default_header_timeout() -> u64 {
     30_000
 }
 

@@ -88,11 +88,7 @@ fn surface_of(route: &str) -> Option<&'static str> {
     })
 }
 
-/// Builds the whole HTTP service: path normalisation in front of the router.
-pub fn service(app: Arc<App>) -> axum::routing::IntoMakeService<Router> {
-    router(app).into_make_service()
-}
-
+/// The whole HTTP service: path normalisation in front of the routes.
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))

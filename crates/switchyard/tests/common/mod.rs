@@ -246,6 +246,15 @@ impl Gateway {
         let _ = self.child.wait().await;
     }
 
+    /// Waits up to `within` for the process to exit; its exit code, `None` if it is still running (or
+    /// was killed by a signal).
+    pub async fn wait(&mut self, within: Duration) -> Option<i32> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => None,
+        }
+    }
+
     /// Resident memory, in bytes.
     pub fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();

@@ -1,0 +1,142 @@
+//! Black-box: the connection layer. A client that never finishes its request head is disconnected;
+//! shutdown lets an answer in flight finish and takes no new connection.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Gateway, KEY, standard_config};
+use futures::StreamExt;
+use mock_upstream::MockServer;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(upstream: &str) -> String {
+    standard_config(upstream).replacen(
+        "max_body_bytes = 65536\n",
+        "max_body_bytes = 65536\nheader_read_timeout_ms = 300\nshutdown_grace_ms = 10000\n",
+        1,
+    ) + "\n[models.gpt-second]\nprovider = \"mock\"\nmodel = \"mock-ok+delay=50+tokens=20\"\n"
+}
+
+fn addr(gw: &Gateway) -> String {
+    gw.url.trim_start_matches("http://").to_string()
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&config(&mock.base_url())).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: appl")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    // The server closes the connection (whatever it says first); it must not wait for the client.
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after {waited:?}, before the timeout"
+    );
+    assert!(
+        buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    // A client that sends its heads in time is served, request after request on one connection; once
+    // it has been idle for longer than the timeout, its connection is closed too.
+    let mut tcp = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_answer(&mut tcp).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "an idle connection was still open after 10 s");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}",
+        start.elapsed()
+    );
+}
+
+/// Reads one HTTP/1.1 answer with a `content-length` off `tcp`; its head.
+async fn read_answer(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "closed mid-head");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await.unwrap();
+    head
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_stream_finish_and_takes_no_new_connection() {
+    let mock = MockServer::start().await.unwrap();
+    let mut gw = Gateway::start(&config(&mock.base_url())).await;
+    // A stream of 20 chunks, 50 ms apart: about a second.
+    let resp = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(
+            &json!({"model": "gpt-second", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    let pid = gw.pid();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "could not signal {pid}");
+    // The listener closes: a new connection is refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if tokio::net::TcpStream::connect(addr(&gw)).await.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The stream in flight still ends as it should.
+    let mut rest = first.to_vec();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8(rest).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(text.matches("data: ").count() >= 20, "{text}");
+    let status = gw.wait(Duration::from_secs(10)).await;
+    assert_eq!(status, Some(0), "exit status; stderr: {}", gw.stderr());
+}
