@@ -91,12 +91,19 @@ def test_a_full_queue_answers_503_with_retry_after(gateway_factory):
     c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0, timeout=60)
     messages = [{"role": "user", "content": "Count from 1 to 500."}]
     # One request holds the slot, one waits in the queue of one; the third finds no room.
-    holders = [
-        c.chat.completions.create(model="tiny-queue", messages=messages, max_tokens=600, temperature=0, stream=True)
-        for _ in range(2)
-    ]
+    def hold():
+        return c.chat.completions.create(
+            model="tiny-queue", messages=messages, max_tokens=600, temperature=0, stream=True
+        )
+
+    holders = [hold()]
     try:
-        next(iter(holders[0]))
+        # The first holds the slot once it is generating: its answer can start (the role's chunk) while
+        # its job still waits in the queue for the scheduler, and a second job then would find it full.
+        for chunk in holders[0]:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        holders.append(hold())
         resp = httpx.post(
             f"{gw.url}/v1/chat/completions",
             json={"model": "tiny-queue", "messages": messages, "max_tokens": 5},
