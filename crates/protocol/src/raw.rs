@@ -4,15 +4,17 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// The members of a JSON object, in order; keys borrowed where they had no escapes.
+/// The members of a JSON object, in order, each value as its JSON text; keys borrowed where they had no
+/// escapes.
 #[derive(Debug)]
 pub struct RawObject<'a> {
-    pub members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pub members: Vec<(Cow<'a, str>, &'a str)>,
 }
 
 #[derive(Deserialize)]
@@ -29,20 +31,21 @@ impl<'a> RawObject<'a> {
         serde_json::from_str(text)
     }
 
-    /// A member's raw value (the last one, if the key repeats, as a parser into a map would keep).
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    /// A member's value as JSON text (the last one, if the key repeats, as a parser into a map would
+    /// keep).
+    pub fn get(&self, key: &str) -> Option<&'a str> {
         self.members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
     /// A member that is a string, unescaped.
     pub fn get_str(&self, key: &str) -> Option<Cow<'a, str>> {
         let raw = self.get(key)?;
-        serde_json::from_str::<Key<'a>>(raw.get()).ok().map(|k| k.0)
+        serde_json::from_str::<Key<'a>>(raw).ok().map(|k| k.0)
     }
 
     /// Whether a member is an array.
     pub fn is_array(&self, key: &str) -> bool {
-        self.get(key).is_some_and(|v| v.get().starts_with('['))
+        self.get(key).is_some_and(|v| v.starts_with('['))
     }
 
     /// Writes the object to `out` with the members in `set` given new values (raw JSON), in place
@@ -84,7 +87,7 @@ impl<'a> RawObject<'a> {
                     }
                 }
                 None if drop(k) => {}
-                None => member(out, k, v.get().as_bytes()),
+                None => member(out, k, v.as_bytes()),
             }
         }
         for (i, (k, v)) in set.iter().enumerate() {
@@ -95,6 +98,77 @@ impl<'a> RawObject<'a> {
         out.push(b'}');
     }
 }
+
+/// A JSON object read once and kept: its text, and where each member lies in it. A reader that checks an
+/// answer when it arrives (to try the next upstream if it is not JSON) and rewrites it later views its
+/// members with [`ParsedObject::view`], without a second parse.
+#[derive(Debug, Clone)]
+pub struct ParsedObject {
+    text: String,
+    members: Vec<(KeySpan, Range<usize>)>,
+}
+
+#[derive(Debug, Clone)]
+enum KeySpan {
+    /// A key without escapes, as it lies in the text.
+    At(Range<usize>),
+    /// A key with escapes, unescaped (rare).
+    Owned(String),
+}
+
+impl ParsedObject {
+    /// Checks that `bytes` are one JSON object (UTF-8 included) and records its members.
+    pub fn parse(bytes: impl Into<Vec<u8>>) -> Result<ParsedObject, ParseError> {
+        let text = String::from_utf8(bytes.into()).map_err(|_| ParseError)?;
+        let base = text.as_ptr() as usize;
+        // Where a slice of `text` lies in it.
+        let span = |s: &str| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        let members = {
+            let obj = RawObject::parse_str(&text).map_err(|_| ParseError)?;
+            obj.members
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Cow::Borrowed(k) => KeySpan::At(span(k)),
+                        Cow::Owned(k) => KeySpan::Owned(k),
+                    };
+                    (key, span(v))
+                })
+                .collect()
+        };
+        Ok(ParsedObject { text, members })
+    }
+
+    /// The object's text, as it came.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Its members, as [`RawObject::parse_str`] would give them.
+    pub fn view(&self) -> RawObject<'_> {
+        let t = self.text.as_str();
+        RawObject {
+            members: self
+                .members
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        KeySpan::At(r) => Cow::Borrowed(&t[r.clone()]),
+                        KeySpan::Owned(k) => Cow::Borrowed(k.as_str()),
+                    };
+                    (key, &t[v.clone()])
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Text that is not one JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseError;
 
 /// Finds whether JSON text may hold a member `key` whose value is not `null`, by a byte search rather
 /// than a parse: for readers that need a full parse only in the rare event that carries such a member
@@ -143,7 +217,7 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
                     let v: &'de RawValue = map.next_value()?;
-                    members.push((k, v));
+                    members.push((k, v.get()));
                 }
                 Ok(RawObject { members })
             }
@@ -165,10 +239,26 @@ mod tests {
         let keys: Vec<&str> = o.members.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, ["id", "model", "choices", "usage", "k\"q"]);
         assert!(matches!(o.members[0].0, Cow::Borrowed(_)));
-        assert_eq!(o.get("choices").unwrap().get(), r#"[{"index":0}]"#);
+        assert_eq!(o.get("choices").unwrap(), r#"[{"index":0}]"#);
         assert!(o.is_array("choices") && !o.is_array("usage"));
         assert_eq!(o.get_str("id").as_deref(), Some("c1"));
         assert_eq!(o.get_str("usage"), None);
+    }
+
+    #[test]
+    fn a_parsed_object_views_the_members_a_parse_gives() {
+        let body =
+            br#" {"id":"c1", "k\"q" : [1, {"a":"\u00e9"}], "model":"m","usage":{"p":3}, "e":"\u00e9t\u00e9"}
+"#;
+        let p = ParsedObject::parse(body.to_vec()).unwrap();
+        let direct = RawObject::parse(body).unwrap();
+        assert_eq!(format!("{:?}", p.view().members), format!("{:?}", direct.members));
+        assert_eq!(p.view().get_str("e").as_deref(), Some("\u{e9}t\u{e9}"));
+        assert_eq!(p.text().as_bytes(), body);
+        assert!(p.clone().view().is_array("k\"q"));
+        for bad in [&b"[1]"[..], b"{\"a\":}", b"", b"{\"a\":\"\xff\"}"] {
+            assert_eq!(ParsedObject::parse(bad.to_vec()).unwrap_err(), ParseError);
+        }
     }
 
     #[test]
@@ -254,8 +344,7 @@ mod tests {
             RawObject::parse(b" {\"a\": [1, 2] }\n")
                 .unwrap()
                 .get("a")
-                .unwrap()
-                .get(),
+                .unwrap(),
             "[1, 2]"
         );
     }

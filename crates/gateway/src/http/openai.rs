@@ -16,7 +16,7 @@ use protocol::openai::chat::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkEncoder, WireUsage,
 };
 use protocol::openai::{self as wire, validate};
-use protocol::raw::RawObject;
+use protocol::raw::{ParsedObject, RawObject};
 use protocol::sse;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -217,8 +217,8 @@ pub(crate) fn relay_raw(
             }
             json_with_metadata(&v, &settle)
         }
-        Raw::Json(bytes) => {
-            let body = match rewrite_answer(&bytes, model, &fallback_id, &mut settle) {
+        Raw::Json(answer) => {
+            let body = match rewrite_answer(&answer, model, &fallback_id, &mut settle) {
                 Ok(b) => b,
                 Err(e) => {
                     settle.failed(&e);
@@ -237,8 +237,13 @@ pub(crate) fn relay_raw(
 
 /// The upstream's answer with the public model name and one id, as bytes: its other members are
 /// copied as they came (no tree of values is built), and its usage is read for the settlement.
-fn rewrite_answer(bytes: &[u8], model: &str, fallback_id: &str, settle: &mut Settle) -> Result<Vec<u8>> {
-    let obj = RawObject::parse(bytes).map_err(|_| crate::providers::not_json(&settle.provider))?;
+fn rewrite_answer(
+    answer: &ParsedObject,
+    model: &str,
+    fallback_id: &str,
+    settle: &mut Settle,
+) -> Result<Vec<u8>> {
+    let obj = answer.view();
     if !obj.is_array("choices") {
         return Err(Error::bad_gateway(format!(
             "upstream {} answered without choices",
@@ -248,7 +253,7 @@ fn rewrite_answer(bytes: &[u8], model: &str, fallback_id: &str, settle: &mut Set
     settle.token();
     if let Some(u) = obj
         .get("usage")
-        .and_then(|u| serde_json::from_str::<WireUsage>(u.get()).ok())
+        .and_then(|u| serde_json::from_str::<WireUsage>(u).ok())
     {
         settle.usage(u.to_canonical());
     }
@@ -260,7 +265,7 @@ fn rewrite_answer(bytes: &[u8], model: &str, fallback_id: &str, settle: &mut Set
     } else {
         &[("model", &model_json), ("id", &id_json)]
     };
-    let mut out = Vec::with_capacity(bytes.len() + model.len() + 512);
+    let mut out = Vec::with_capacity(answer.text().len() + model.len() + 512);
     // An upstream's own `routing_metadata` (another gateway's) would make a duplicate key.
     let in_body = settle.in_body;
     obj.write_with(&mut out, set, |k| k == "routing_metadata" && in_body);
@@ -347,18 +352,16 @@ impl Relay {
             serde_json::to_vec(id.as_deref().unwrap_or(fallback_id)).unwrap_or_default()
         });
         if self.created.is_none() {
-            self.created = obj.get("created").map(|c| c.get().to_owned());
+            self.created = obj.get("created").map(str::to_owned);
         }
         if let Some(u) = obj
             .get("usage")
-            .filter(|u| u.get().starts_with('{'))
-            .and_then(|u| serde_json::from_str::<WireUsage>(u.get()).ok())
+            .filter(|u| u.starts_with('{'))
+            .and_then(|u| serde_json::from_str::<WireUsage>(u).ok())
         {
             self.settle.usage(u.to_canonical());
         }
-        let choices: Option<Vec<ChoiceView>> = obj
-            .get("choices")
-            .and_then(|c| serde_json::from_str(c.get()).ok());
+        let choices: Option<Vec<ChoiceView>> = obj.get("choices").and_then(|c| serde_json::from_str(c).ok());
         let choices = choices.as_deref();
         if choices.is_some_and(|cs| {
             cs.iter()

@@ -140,14 +140,15 @@ impl HttpUpstream {
         }
     }
 
-    /// Reads a whole success body that must be a JSON object, and leaves it unparsed (it is checked:
-    /// a malformed answer still fails the attempt, so the next deployment can be tried).
-    pub async fn read_json(&self, resp: reqwest::Response, deadline: Instant) -> Result<Bytes> {
+    /// Reads a whole success body that must be a JSON object, with no tree of its values built (it is
+    /// checked: a malformed answer still fails the attempt, so the next deployment can be tried).
+    pub async fn read_json(
+        &self,
+        resp: reqwest::Response,
+        deadline: Instant,
+    ) -> Result<protocol::raw::ParsedObject> {
         let body = self.read_body(resp, deadline).await?;
-        match protocol::raw::RawObject::parse(&body) {
-            Ok(_) => Ok(body),
-            Err(_) => Err(super::not_json(&self.name)),
-        }
+        protocol::raw::ParsedObject::parse(body).map_err(|_| super::not_json(&self.name))
     }
 }
 

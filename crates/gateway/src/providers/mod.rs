@@ -45,9 +45,9 @@ pub enum ChatOutput {
 /// An answer from the same-dialect fast path: JSON objects as the upstream sent them.
 pub enum Raw {
     Full(Value),
-    /// A whole answer, unparsed: its bytes, already checked to be one JSON object. The relay rewrites
-    /// the few members it changes and copies the rest.
-    Json(bytes::Bytes),
+    /// A whole answer, checked to be one JSON object and where its members lie, but no tree of values
+    /// built: the relay rewrites the few members it changes and copies the rest.
+    Json(protocol::raw::ParsedObject),
     /// A stream of JSON objects (the Anthropic provider's events).
     Stream(BoxStream<'static, Result<Value>>),
     /// A stream of OpenAI chunks, each the JSON text of one event as the upstream sent it, unparsed:
@@ -59,7 +59,7 @@ impl Raw {
     /// The answer with a whole body parsed into a value, for callers that read it as one.
     pub fn parsed(self, provider: &str) -> Result<Raw> {
         match self {
-            Raw::Json(b) => match serde_json::from_slice::<Value>(&b) {
+            Raw::Json(b) => match serde_json::from_str::<Value>(b.text()) {
                 Ok(v @ Value::Object(_)) => Ok(Raw::Full(v)),
                 _ => Err(not_json(provider)),
             },

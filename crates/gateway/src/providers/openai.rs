@@ -198,7 +198,7 @@ impl OpenAiProvider {
         {
             Raw::Json(b) => {
                 let resp: ChatCompletion =
-                    serde_json::from_slice(&b).map_err(|e| not_a_completion(&name, &e))?;
+                    serde_json::from_str(b.text()).map_err(|e| not_a_completion(&name, &e))?;
                 ChatOutput::Full(resp.to_canonical())
             }
             Raw::Full(v) => {
