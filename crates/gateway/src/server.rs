@@ -161,6 +161,7 @@ pub async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
         redis: state.redis,
         max_body_bytes: config.server.max_body_bytes,
         metrics,
+        request_metrics: Default::default(),
     }))
 }
 

@@ -93,7 +93,20 @@ const READ_CHUNK: usize = 1 << 20;
 pub fn new_id() -> String {
     let ms = crate::store::now_ms().max(0) as u64 & 0xffff_ffff_ffff;
     let random = rand::random::<u128>() & ((1u128 << 80) - 1);
-    format!("u_{ms:012x}{random:020x}")
+    let mut id = String::with_capacity(34);
+    id.push_str("u_");
+    push_hex(&mut id, u128::from(ms), 12);
+    push_hex(&mut id, random, 20);
+    id
+}
+
+/// Appends the low `digits` hex digits of `v`, zero-padded: what `format!("{v:0digits$x}")` writes for a
+/// value that fits, without the formatting machinery (ids are made on every request).
+pub(crate) fn push_hex(out: &mut String, v: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
+    }
 }
 
 struct Journal {
@@ -751,6 +764,21 @@ mod tests {
         assert_eq!(parse_time("1970-01-02"), Some(86_400_000));
         assert_eq!(parse_time("2026-11-23T06:00:00Z"), Some(1_795_413_600_000));
         assert_eq!(parse_time("nope"), None);
+    }
+
+    #[test]
+    fn hex_is_written_as_format_writes_it() {
+        for (v, digits) in [
+            (0u128, 12),
+            (0xabc, 12),
+            (u128::MAX, 32),
+            (1 << 79, 20),
+            (0x0123_4567_89ab_cdef, 20),
+        ] {
+            let mut s = String::new();
+            push_hex(&mut s, v, digits);
+            assert_eq!(s, format!("{v:0w$x}", w = digits as usize), "{v:x}");
+        }
     }
 
     #[test]

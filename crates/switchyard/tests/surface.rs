@@ -114,9 +114,12 @@ fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[tokio::test]
 async fn metrics_expose_requests_latency_and_in_flight() {
     let (_mock, gw) = Gateway::with_mock().await;
+    let (mut prompt, mut completion) = (0.0, 0.0);
     for _ in 0..3 {
-        let (status, _, _) = gw.chat(&chat_body("gpt-mock", "hi")).await;
+        let (status, _, body) = gw.chat(&chat_body("gpt-mock", "hi")).await;
         assert_eq!(status, 200);
+        prompt += body["usage"]["prompt_tokens"].as_f64().unwrap();
+        completion += body["usage"]["completion_tokens"].as_f64().unwrap();
     }
     let (status, _, _) = gw.chat(&chat_body("gpt-429", "hi")).await;
     assert_eq!(status, 429);
@@ -185,6 +188,22 @@ async fn metrics_expose_requests_latency_and_in_flight() {
     assert_eq!(
         sample(&m, "switchyard_requests_in_flight", &[route]),
         Some(0.0),
+        "{m}"
+    );
+    // Each answer's tokens and time to first token, under its model and provider.
+    let served = [("model", "gpt-mock"), ("provider", "mock")];
+    for (direction, want) in [("input", prompt), ("output", completion)] {
+        let labels = [served[0], served[1], ("direction", direction)];
+        assert_eq!(sample(&m, "switchyard_tokens_total", &labels), Some(want), "{m}");
+    }
+    assert!(prompt > 0.0 && completion > 0.0);
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_time_to_first_token_seconds_count",
+            &[("model", "gpt-mock")]
+        ),
+        Some(3.0),
         "{m}"
     );
 }

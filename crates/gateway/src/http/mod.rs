@@ -44,6 +44,69 @@ pub struct App {
     pub redis: Option<crate::redis_state::RedisState>,
     pub max_body_bytes: usize,
     pub metrics: Option<PrometheusHandle>,
+    /// The request layer's metric handles, kept.
+    pub request_metrics: RequestMetrics,
+}
+
+/// The request layer's metrics (in flight per route; answers and durations per route and model),
+/// registered on first use and kept: the metrics layer would otherwise build and hash each one's labels
+/// on every request. Bounded, since a model label can be any name a request sent: past
+/// [`RequestMetrics::MAX`] pairs, handles are registered per request as before.
+#[derive(Debug, Default)]
+pub struct RequestMetrics {
+    in_flight: parking_lot::RwLock<std::collections::HashMap<Arc<str>, metrics::Gauge>>,
+    by_pair: parking_lot::RwLock<std::collections::HashMap<RouteModel, Arc<PairMetrics>>>,
+}
+
+/// A route and a model label.
+type RouteModel = (Arc<str>, Arc<str>);
+
+#[derive(Debug)]
+struct PairMetrics {
+    /// `switchyard_requests_total` with status 200 (other statuses are registered when they happen).
+    ok: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl RequestMetrics {
+    const MAX: usize = 1024;
+
+    fn in_flight(&self, route: &Arc<str>) -> metrics::Gauge {
+        if let Some(g) = self.in_flight.read().get(route) {
+            return g.clone();
+        }
+        let g = metrics::gauge!(telemetry::IN_FLIGHT, "route" => route.clone());
+        let mut map = self.in_flight.write();
+        if map.len() < Self::MAX {
+            map.insert(route.clone(), g.clone());
+        }
+        g
+    }
+
+    fn pair(&self, route: &Arc<str>, model: &Arc<str>) -> Arc<PairMetrics> {
+        let key = (route.clone(), model.clone());
+        if let Some(p) = self.by_pair.read().get(&key) {
+            return p.clone();
+        }
+        let p = Arc::new(PairMetrics {
+            ok: metrics::counter!(
+                telemetry::REQUESTS,
+                "route" => route.clone(),
+                "model" => model.clone(),
+                "status" => "200"
+            ),
+            duration: metrics::histogram!(
+                telemetry::REQUEST_DURATION,
+                "route" => route.clone(),
+                "model" => model.clone()
+            ),
+        });
+        let mut map = self.by_pair.write();
+        if map.len() < Self::MAX {
+            map.insert(key, p.clone());
+        }
+        p
+    }
 }
 
 /// The id of this request, echoed in `x-request-id`, and its usage ticket.
@@ -225,7 +288,10 @@ fn request_id(req: &Request) -> Arc<str> {
     {
         return Arc::from(v);
     }
-    Arc::from(format!("req_{:032x}", rand::random::<u128>()).as_str())
+    let mut id = String::with_capacity(36);
+    id.push_str("req_");
+    crate::usage::push_hex(&mut id, rand::random::<u128>(), 32);
+    Arc::from(id)
 }
 
 /// Request id, in-flight gauge, request counter and duration histogram. Duration and in-flight cover
@@ -243,7 +309,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         claimed: Default::default(),
     });
     req.extensions_mut().insert(RequestId(id.clone(), ticket.clone()));
-    let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "route" => route.clone());
+    let in_flight = app.request_metrics.in_flight(&route);
     in_flight.increment(1.0);
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -257,13 +323,18 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         .extensions()
         .get::<ModelLabel>()
         .map_or_else(|| Arc::from(""), |m| m.0.clone());
-    metrics::counter!(
-        telemetry::REQUESTS,
-        "route" => route.clone(),
-        "model" => model.clone(),
-        "status" => status_label(resp.status())
-    )
-    .increment(1);
+    let pair = app.request_metrics.pair(&route, &model);
+    if resp.status() == StatusCode::OK {
+        pair.ok.increment(1);
+    } else {
+        metrics::counter!(
+            telemetry::REQUESTS,
+            "route" => route.clone(),
+            "model" => model.clone(),
+            "status" => status_label(resp.status())
+        )
+        .increment(1);
+    }
     // Requests on a model surface that no settlement logged (errors, refusals) get their row here.
     if let (Some(log), Some(surface)) = (&app.usage, surface_of(&route))
         && !ticket.claimed()
@@ -290,8 +361,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     }
     let guard = ObserveGuard {
         start,
-        route,
-        model,
+        duration: pair.duration.clone(),
         in_flight,
     };
     let (parts, body) = resp.into_parts();
@@ -327,20 +397,14 @@ fn status_label(s: StatusCode) -> metrics::SharedString {
 
 struct ObserveGuard {
     start: Instant,
-    route: Arc<str>,
-    model: Arc<str>,
+    duration: metrics::Histogram,
     in_flight: metrics::Gauge,
 }
 
 impl Drop for ObserveGuard {
     fn drop(&mut self) {
         self.in_flight.decrement(1.0);
-        metrics::histogram!(
-            telemetry::REQUEST_DURATION,
-            "route" => self.route.clone(),
-            "model" => self.model.clone()
-        )
-        .record(self.start.elapsed().as_secs_f64());
+        self.duration.record(self.start.elapsed().as_secs_f64());
     }
 }
 

@@ -24,7 +24,6 @@ use crate::providers::EventStream;
 use crate::router::exec::{AttemptRecord, Attempts};
 use crate::router::plan::{self, Candidate, Needs, Plan, RouteRequest};
 use crate::router::{Deployment, InFlight};
-use crate::telemetry;
 use crate::usage::UsageRow;
 
 /// What a usage row says of an error: its code when it has one, else its kind.
@@ -297,7 +296,8 @@ impl Settle {
         if self.first_token.is_none() {
             let now = Instant::now();
             self.first_token = Some(now);
-            metrics::histogram!(telemetry::TIME_TO_FIRST_TOKEN, "model" => self.model.clone())
+            self.metrics()
+                .ttft
                 .record(now.duration_since(self.start).as_secs_f64());
             self.served
                 .dep()
@@ -330,6 +330,12 @@ impl Settle {
     fn cost(&self) -> Option<f64> {
         let u = self.usage.as_ref()?;
         Some(self.served.dep().price?.cost(u))
+    }
+
+    /// The metrics this answer adds to (tokens, cost, time to first token), labelled with its model and
+    /// provider.
+    fn metrics(&self) -> Arc<crate::router::ServedCounters> {
+        self.served.dep().served_metrics.get(&self.model, &self.provider)
     }
 
     fn tps(&self) -> Option<f64> {
@@ -419,21 +425,14 @@ impl Drop for Settle {
             });
         }
         if let Some(u) = self.usage {
-            let labels = |dir: &'static str| {
-                vec![
-                    metrics::Label::new("model", self.model.clone()),
-                    metrics::Label::new("provider", self.provider.clone()),
-                    metrics::Label::new("direction", dir),
-                ]
-            };
-            metrics::counter!(telemetry::TOKENS, labels("input")).increment(u.input_tokens);
-            metrics::counter!(telemetry::TOKENS, labels("output")).increment(u.output_tokens);
+            let m = self.metrics();
+            m.input_tokens.increment(u.input_tokens);
+            m.output_tokens.increment(u.output_tokens);
             if let Some(tps) = self.tps() {
                 self.served.dep().health.record_tps(tps);
             }
             if let Some(cost) = self.cost().filter(|c| *c > 0.0) {
-                metrics::counter!(telemetry::COST_MICRO_USD, "model" => self.model.clone(), "provider" => self.provider.clone())
-                    .increment((cost * 1e6).round() as u64);
+                m.cost_micro_usd.increment((cost * 1e6).round() as u64);
             }
         }
     }
@@ -606,7 +605,7 @@ pub(crate) fn check_scope(who: &Principal, route: &RouteRequest) -> Result<()> {
 }
 
 /// `[limits]` and the key's own limits: admits a request expected to spend these tokens (prompt
-/// estimate plus its output allowance) and, for a key with a budget, to cost what it would at the
+/// estimate plus its output allowance, from the plan's needs when it has them) and, for a key with a budget, to cost what it would at the
 /// dearest deployment of its plan; or refuses it (429, or 402 over budget). `None` when no limit
 /// applies.
 pub(crate) async fn admit(
@@ -622,7 +621,7 @@ pub(crate) async fn admit(
     if !app.limits.applies(key) {
         return Ok(None);
     }
-    let e = needs().estimate;
+    let e = plan.needs.map_or_else(|| needs().estimate, |n| n.estimate);
     let cost_usd = if key.is_some_and(|k| k.budget_usd.is_some()) {
         plan.candidates
             .iter()

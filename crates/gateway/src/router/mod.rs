@@ -49,6 +49,8 @@ pub struct Deployment {
     /// Header values of every answer it serves, made once.
     pub header_values: DeploymentHeaders,
     pub(crate) counters: AttemptCounters,
+    /// The metrics of the answers it serves, per model label.
+    pub(crate) served_metrics: ServedMetrics,
 }
 
 #[derive(Debug)]
@@ -80,6 +82,56 @@ impl AttemptCounters {
     }
 }
 
+/// The metrics an answer adds to when it settles (tokens, cost, time to first token), for each model
+/// name a deployment's answers are labelled with: registered on first use and kept, like
+/// [`AttemptCounters`]. A deployment answers under a handful of names (its model, aliases, `auto`); past
+/// [`ServedMetrics::MAX`] the handles are registered per answer, as the metrics layer would anyway.
+#[derive(Debug, Default)]
+pub(crate) struct ServedMetrics {
+    by_model: parking_lot::RwLock<Vec<(Arc<str>, Arc<ServedCounters>)>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ServedCounters {
+    pub input_tokens: metrics::Counter,
+    pub output_tokens: metrics::Counter,
+    pub cost_micro_usd: metrics::Counter,
+    pub ttft: metrics::Histogram,
+}
+
+impl ServedCounters {
+    fn new(model: &Arc<str>, provider: &str) -> ServedCounters {
+        use crate::telemetry::{COST_MICRO_USD, TIME_TO_FIRST_TOKEN, TOKENS};
+        let tokens = |dir: &'static str| metrics::counter!(TOKENS, "model" => model.clone(), "provider" => provider.to_string(), "direction" => dir);
+        ServedCounters {
+            input_tokens: tokens("input"),
+            output_tokens: tokens("output"),
+            cost_micro_usd: metrics::counter!(COST_MICRO_USD, "model" => model.clone(), "provider" => provider.to_string()),
+            ttft: metrics::histogram!(TIME_TO_FIRST_TOKEN, "model" => model.clone()),
+        }
+    }
+}
+
+impl ServedMetrics {
+    const MAX: usize = 32;
+
+    /// The handles for answers labelled `model`, served by `provider`.
+    pub(crate) fn get(&self, model: &Arc<str>, provider: &str) -> Arc<ServedCounters> {
+        if let Some((_, c)) = self.by_model.read().iter().find(|(m, _)| **m == **model) {
+            return c.clone();
+        }
+        let mut by_model = self.by_model.write();
+        if let Some((_, c)) = by_model.iter().find(|(m, _)| **m == **model) {
+            return c.clone();
+        }
+        let c = Arc::new(ServedCounters::new(model, provider));
+        if by_model.len() < Self::MAX {
+            by_model.push((model.clone(), c.clone()));
+        }
+        c
+    }
+}
+
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("?"))
 }
@@ -102,6 +154,7 @@ impl Deployment {
                 tier: HeaderValue::from_static(tier.as_str()),
             },
             counters: AttemptCounters::new(&id),
+            served_metrics: ServedMetrics::default(),
             id,
             price: if local {
                 Some(Price::FREE)

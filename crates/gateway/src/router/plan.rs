@@ -347,6 +347,8 @@ pub struct Plan {
     pub max_attempts: u32,
     /// The name the client asked for (for labels).
     pub requested: String,
+    /// What the request needs, when the plan had to ask (admission reads them instead of asking again).
+    pub needs: Option<Needs>,
 }
 
 /// The error for a model of the wrong kind on this route.
@@ -432,11 +434,13 @@ pub fn build(
                 strategy: entry.strategy,
                 max_attempts: routing.max_attempts,
                 requested,
+                needs: None,
             });
         }
     }
 
-    let needs = &needs();
+    let needs = needs();
+    let needs = &needs;
     // Resolve names; `auto` expands to every model that takes part.
     let mut auto = false;
     let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
@@ -656,6 +660,7 @@ pub fn build(
         strategy,
         max_attempts,
         requested,
+        needs: Some(*needs),
     })
 }
 
