@@ -243,6 +243,8 @@ pub(crate) struct Settle {
     /// The model and provider, shared with the metrics labels (a reference count, not a copy, each).
     model: Arc<str>,
     pub(crate) provider: Arc<str>,
+    /// The metrics this answer adds to (tokens, cost, time to first token), under those labels.
+    metrics: Arc<crate::router::ServedCounters>,
     start: Instant,
     rid: RequestId,
     key_id: Option<String>,
@@ -269,10 +271,13 @@ impl Settle {
         let (rid, who, surface) = req;
         // This settlement writes the request's usage row (the request layer writes the others).
         rid.1.claim();
+        let model: Arc<str> = Arc::from(model);
+        let provider: Arc<str> = Arc::from(served.dep().provider.name());
         Settle {
             admission,
-            model: Arc::from(model),
-            provider: Arc::from(served.dep().provider.name()),
+            metrics: served.dep().served_metrics.get(&model, &provider),
+            model,
+            provider,
             start: Instant::now(),
             rid: rid.clone(),
             key_id: who.key_id(),
@@ -296,7 +301,7 @@ impl Settle {
         if self.first_token.is_none() {
             let now = Instant::now();
             self.first_token = Some(now);
-            self.metrics()
+            self.metrics
                 .ttft
                 .record(now.duration_since(self.start).as_secs_f64());
             self.served
@@ -330,12 +335,6 @@ impl Settle {
     fn cost(&self) -> Option<f64> {
         let u = self.usage.as_ref()?;
         Some(self.served.dep().price?.cost(u))
-    }
-
-    /// The metrics this answer adds to (tokens, cost, time to first token), labelled with its model and
-    /// provider.
-    fn metrics(&self) -> Arc<crate::router::ServedCounters> {
-        self.served.dep().served_metrics.get(&self.model, &self.provider)
     }
 
     fn tps(&self) -> Option<f64> {
@@ -425,7 +424,7 @@ impl Drop for Settle {
             });
         }
         if let Some(u) = self.usage {
-            let m = self.metrics();
+            let m = &self.metrics;
             m.input_tokens.increment(u.input_tokens);
             m.output_tokens.increment(u.output_tokens);
             if let Some(tps) = self.tps() {
@@ -605,9 +604,9 @@ pub(crate) fn check_scope(who: &Principal, route: &RouteRequest) -> Result<()> {
 }
 
 /// `[limits]` and the key's own limits: admits a request expected to spend these tokens (prompt
-/// estimate plus its output allowance, from the plan's needs when it has them) and, for a key with a budget, to cost what it would at the
-/// dearest deployment of its plan; or refuses it (429, or 402 over budget). `None` when no limit
-/// applies.
+/// estimate plus its output allowance, from the plan's needs when it has them) and, for a key with a
+/// budget, to cost what it would at the dearest deployment of its plan; or refuses it (429, or 402
+/// over budget). `None` when no limit applies.
 pub(crate) async fn admit(
     app: &App,
     who: &Principal,

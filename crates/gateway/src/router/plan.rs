@@ -439,8 +439,7 @@ pub fn build(
         }
     }
 
-    let needs = needs();
-    let needs = &needs;
+    let needs = &needs();
     // Resolve names; `auto` expands to every model that takes part.
     let mut auto = false;
     let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
