@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, ErrorKind};
-use crate::keys::{KeyRecord, Keys};
+use crate::keys::{KeyRecord, Keys, digest as hash};
 
 /// The caller, once authenticated.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,10 +60,6 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-fn hash(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
 /// The key a request carries: `Authorization: Bearer <key>` or `x-api-key: <key>`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
@@ -101,9 +96,9 @@ impl Auth {
         self.keys.as_ref()
     }
 
-    /// An issued key, if `key` is one: revoked and expired keys are refused.
-    fn issued(&self, key: &str) -> Option<Result<Principal, Error>> {
-        let rec = self.keys.as_ref()?.lookup(key)?;
+    /// An issued key, if the key with this SHA-256 is one: revoked and expired keys are refused.
+    fn issued(&self, digest: &[u8; 32]) -> Option<Result<Principal, Error>> {
+        let rec = self.keys.as_ref()?.lookup(digest)?;
         let now = crate::store::now_secs() as i64;
         Some(if rec.revoked {
             Err(
@@ -124,17 +119,19 @@ impl Auth {
 
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Error> {
         let presented = presented_key(headers).filter(|k| !k.is_empty());
+        // Hashed once: compared with the master key's hash, then looked up among the issued keys.
+        let digest = presented.map(hash);
         if !self.required {
-            return Ok(match (presented, &self.master_hash) {
-                (Some(k), Some(h)) if bool::from(hash(k).ct_eq(h)) => Principal::Master,
-                (Some(k), _) => match self.issued(k) {
+            return Ok(match (&digest, &self.master_hash) {
+                (Some(d), Some(h)) if bool::from(d.ct_eq(h)) => Principal::Master,
+                (Some(d), _) => match self.issued(d) {
                     Some(r) => r?,
                     None => Principal::Anonymous,
                 },
                 _ => Principal::Anonymous,
             });
         }
-        let Some(key) = presented else {
+        let Some(digest) = digest else {
             return Err(Error::new(
                 ErrorKind::Authentication,
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' or 'x-api-key: YOUR_KEY'.",
@@ -142,11 +139,11 @@ impl Auth {
             .with_code("missing_api_key"));
         };
         if let Some(h) = &self.master_hash
-            && bool::from(hash(key).ct_eq(h))
+            && bool::from(digest.ct_eq(h))
         {
             return Ok(Principal::Master);
         }
-        if let Some(r) = self.issued(key) {
+        if let Some(r) = self.issued(&digest) {
             return r;
         }
         Err(Error::new(ErrorKind::Authentication, "Incorrect API key provided.").with_code("invalid_api_key"))

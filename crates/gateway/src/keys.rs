@@ -91,7 +91,12 @@ pub struct KeyFields {
 }
 
 pub fn hash_hex(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(digest(secret))
+}
+
+/// The SHA-256 of a secret: what the key cache is keyed by, and what the master key is compared with.
+pub fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -123,7 +128,9 @@ fn random_base62() -> String {
 #[derive(Debug, Clone)]
 pub struct Keys {
     store: Store,
-    cache: Arc<RwLock<HashMap<String, Arc<KeyRecord>>>>,
+    /// By the SHA-256 of the secret (the stored hash, decoded), so that a lookup hashes the presented
+    /// key once and formats nothing.
+    cache: Arc<RwLock<HashMap<[u8; 32], Arc<KeyRecord>>>>,
     /// Told when a key changes here, so other replicas reload at once (Redis pub/sub).
     notify: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 }
@@ -149,7 +156,19 @@ impl Keys {
     /// Rebuilds the cache from the store.
     pub async fn reload(&self) -> Result<()> {
         let all = self.list().await?;
-        let map = all.into_iter().map(|k| (k.hash.clone(), Arc::new(k))).collect();
+        let map = all
+            .into_iter()
+            .filter_map(|k| {
+                let mut d = [0u8; 32];
+                match hex::decode_to_slice(&k.hash, &mut d) {
+                    Ok(()) => Some((d, Arc::new(k))),
+                    Err(_) => {
+                        tracing::warn!(key = %k.id, "a stored key hash is not 64 hex digits; the key cannot be used");
+                        None
+                    }
+                }
+            })
+            .collect();
         *self.cache.write() = map;
         Ok(())
     }
@@ -165,9 +184,9 @@ impl Keys {
         }
     }
 
-    /// The key with this secret, from the cache.
-    pub fn lookup(&self, secret: &str) -> Option<Arc<KeyRecord>> {
-        self.cache.read().get(&hash_hex(secret)).cloned()
+    /// The key whose secret has this SHA-256 ([`digest`]), from the cache.
+    pub fn lookup(&self, digest: &[u8; 32]) -> Option<Arc<KeyRecord>> {
+        self.cache.read().get(digest).cloned()
     }
 
     fn row(r: &AnyRow) -> Result<KeyRecord> {

@@ -478,7 +478,12 @@ impl Limits {
         }
         let Some(k) = key else { return Ok(adm) };
         if let Some(max) = k.max_parallel {
-            let slot = format!("{:x}", rand::random::<u64>());
+            // A slot names this request's place among the key's in-flight requests in Redis; in
+            // memory a count is enough.
+            let slot = match &self.counters {
+                Counters::Memory(_) => String::new(),
+                Counters::Redis(_) => format!("{:x}", rand::random::<u64>()),
+            };
             let ok = match &self.counters {
                 Counters::Memory(m) => {
                     let mut p = m.parallel.lock();

@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt};
 use http::HeaderMap;
 use protocol::canonical::{self as c, StreamEvent};
 use protocol::openai::chat::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkEncoder, WireUsage,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkEncoder, UsageCounts,
 };
 use protocol::openai::{self as wire, validate};
 use protocol::raw::{ParsedObject, RawObject};
@@ -251,11 +251,8 @@ fn rewrite_answer(
         )));
     }
     settle.token();
-    if let Some(u) = obj
-        .get("usage")
-        .and_then(|u| serde_json::from_str::<WireUsage>(u).ok())
-    {
-        settle.usage(u.to_canonical());
+    if let Some(u) = obj.get("usage").and_then(UsageCounts::parse) {
+        settle.usage(u);
     }
     let keep_id = obj.get_str("id").is_some_and(|id| !id.is_empty());
     let model_json = serde_json::to_vec(model).map_err(|e| Error::internal(e.to_string()))?;
@@ -289,7 +286,7 @@ fn metadata_chunk(id: &Value, model: &Value, created: &Value, settle: &Settle) -
 
 fn usage_of(v: &Value) -> Option<c::Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
-    <WireUsage as serde::Deserialize>::deserialize(u)
+    <UsageCounts as serde::Deserialize>::deserialize(u)
         .ok()
         .map(|u| u.to_canonical())
 }
@@ -354,12 +351,8 @@ impl Relay {
         if self.created.is_none() {
             self.created = obj.get("created").map(str::to_owned);
         }
-        if let Some(u) = obj
-            .get("usage")
-            .filter(|u| u.starts_with('{'))
-            .and_then(|u| serde_json::from_str::<WireUsage>(u).ok())
-        {
-            self.settle.usage(u.to_canonical());
+        if let Some(u) = obj.get("usage").and_then(UsageCounts::parse) {
+            self.settle.usage(u);
         }
         let choices: Option<Vec<ChoiceView>> = obj.get("choices").and_then(|c| serde_json::from_str(c).ok());
         let choices = choices.as_deref();
