@@ -931,7 +931,7 @@ mod tests {
             id: format!("u_{i:04}"),
             request_id: format!("req_{i}"),
             ts: 1000 + i as i64,
-            key_id: (i % 2 == 0).then(|| "k".into()),
+            key_id: i.is_multiple_of(2).then(|| "k".into()),
             surface: "chat_completions".into(),
             model: format!("m{}", i % 7),
             provider: Some("p".into()),
@@ -941,7 +941,7 @@ mod tests {
             cached_tokens: 0,
             cost_usd: Some(0.25),
             latency_ms: 3,
-            ttft_ms: (i % 3 == 0).then_some(i),
+            ttft_ms: i.is_multiple_of(3).then_some(i),
             status: 200,
             error_kind: None,
         };
