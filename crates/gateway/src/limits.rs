@@ -478,13 +478,9 @@ impl Limits {
         }
         let Some(k) = key else { return Ok(adm) };
         if let Some(max) = k.max_parallel {
-            // A slot names this request's place among the key's in-flight requests in Redis; in
+            // In Redis a slot names this request's place among the key's in-flight requests; in
             // memory a count is enough.
-            let slot = match &self.counters {
-                Counters::Memory(_) => String::new(),
-                Counters::Redis(_) => format!("{:x}", rand::random::<u64>()),
-            };
-            let ok = match &self.counters {
+            let (ok, slot) = match &self.counters {
                 Counters::Memory(m) => {
                     let mut p = m.parallel.lock();
                     let n = p.entry(k.id.clone()).or_default();
@@ -492,9 +488,12 @@ impl Limits {
                     if ok {
                         *n += 1;
                     }
-                    ok
+                    (ok, String::new())
                 }
-                Counters::Redis(r) => r.acquire(&k.id, max, &slot).await,
+                Counters::Redis(r) => {
+                    let slot = format!("{:x}", rand::random::<u64>());
+                    (r.acquire(&k.id, max, &slot).await, slot)
+                }
             };
             if !ok {
                 return Err(Error::new(

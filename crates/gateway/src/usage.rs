@@ -482,10 +482,8 @@ fn batches_of(lines: &[u8], layout: Layout) -> Vec<Batch> {
         // are valid UTF-8 (serde_json checks every string) and nothing but JSON, so as objects they
         // go in as they are.
         let ok = match layout {
-            Layout::Objects => std::str::from_utf8(line)
-                .ok()
-                .filter(|text| serde_json::from_str::<LineCheck>(text).is_ok())
-                .map(|text| {
+            Layout::Objects => match std::str::from_utf8(line) {
+                Ok(text) if serde_json::from_str::<LineCheck>(text).is_ok() => {
                     if in_json == 0 {
                         json.reserve(lines.len().min(READ_CHUNK) + 2);
                         json.push('[');
@@ -502,18 +500,25 @@ fn batches_of(lines: &[u8], layout: Layout) -> Vec<Batch> {
                         });
                         in_json = 0;
                     }
-                }),
-            Layout::Rows => serde_json::from_slice::<UsageRow>(line).ok().map(|row| {
-                if rows.is_empty() {
-                    rows.reserve_exact(BATCH);
+                    true
                 }
-                rows.push(row);
-                if rows.len() == BATCH {
-                    out.push(Batch::Rows(std::mem::take(&mut rows)));
+                _ => false,
+            },
+            Layout::Rows => match serde_json::from_slice::<UsageRow>(line) {
+                Ok(row) => {
+                    if rows.is_empty() {
+                        rows.reserve_exact(BATCH);
+                    }
+                    rows.push(row);
+                    if rows.len() == BATCH {
+                        out.push(Batch::Rows(std::mem::take(&mut rows)));
+                    }
+                    true
                 }
-            }),
+                Err(_) => false,
+            },
         };
-        if ok.is_none() {
+        if !ok {
             tracing::warn!("skipping a bad usage journal line");
         }
     }
@@ -875,6 +880,17 @@ mod tests {
         (dir, store, log)
     }
 
+    /// Every stored row, in id order, read back column by column.
+    async fn stored_rows(store: &Store) -> Vec<UsageRow> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM usage_log ORDER BY id"
+        )))
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        rows.iter().map(|r| row_of(r).unwrap()).collect()
+    }
+
     #[tokio::test]
     async fn rows_survive_the_journal_and_are_written_once() {
         let (dir, store, log) = temp_log().await;
@@ -953,13 +969,7 @@ mod tests {
             log.drain().await.unwrap();
             assert_eq!(log.pending_bytes(), 0, "round {round}");
         }
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM usage_log ORDER BY id"
-        )))
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-        let got: Vec<UsageRow> = rows.iter().map(|r| row_of(r).unwrap()).collect();
+        let got = stored_rows(&store).await;
         let want: Vec<UsageRow> = (0..n).map(row).collect();
         assert_eq!(got.len(), want.len());
         assert!(got == want, "the rows read back differ from the rows recorded");
@@ -1009,13 +1019,7 @@ mod tests {
         log.record(&full);
         log.record(&sparse);
         log.drain().await.unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM usage_log ORDER BY id"
-        )))
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-        let got: Vec<UsageRow> = rows.iter().map(|r| row_of(r).unwrap()).collect();
+        let got = stored_rows(&store).await;
         assert_eq!(got, [full, sparse]);
         let _ = std::fs::remove_dir_all(&dir);
     }
