@@ -312,13 +312,18 @@ async fn dropping_a_generation_frees_its_slot_and_queue_is_bounded() {
     drop(b);
     let b = m.generate(greedy(Prompt::Text("Hi".into()), 3)).unwrap();
     assert_eq!(m.stats().queued, 1);
-    // Drop the long one: the queued request must start right away, not after 900 tokens.
-    let t = Instant::now();
+    // Drop the long one: the queued request must start right away, not after 900 tokens. Counted in
+    // tokens, not timed: the dropped generation may run a step or two before the scheduler sees it gone,
+    // never the hundreds left of its 900 (a timed bound flaked on a loaded CI machine).
+    let before = m.stats().generated_tokens;
     drop(a);
     let out = collect(b, 1).await.remove(0);
-    let ttft = out.first_at.unwrap() - t;
-    assert!(ttft < Duration::from_secs(2), "queued request waited {ttft:?}");
     assert_eq!(out.completion_tokens, 3);
+    let spent = m.stats().generated_tokens - before;
+    assert!(
+        spent < 3 + 32,
+        "{spent} tokens were generated between the drop and the queued request's end"
+    );
 }
 
 #[tokio::test]
