@@ -19,16 +19,19 @@ mod common;
 mod gemini;
 mod openai;
 mod opts;
+pub mod proxy;
 mod responses;
 mod sigv4;
 mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, OriginalUri, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -41,6 +44,7 @@ pub use common::{REASONING_TEXT, TOOL_PREFACE, error_body, pieces, words};
 pub use openai::{MODELS, embedding_for_text, embedding_for_tokens};
 pub use opts::{Opts, base_model};
 pub use state::{MAX_RECORDED, MockState, RecordedRequest};
+pub use tls::TestCa;
 
 /// The API routes (mounted both under `/v1` and at the root), plus `GET /_mock/stats`,
 /// `POST /_mock/reset` and `POST /_mock/set` (options for every request).
@@ -62,6 +66,9 @@ pub use state::{MAX_RECORDED, MockState, RecordedRequest};
 /// HTML page instead of the API); Bedrock streams also `badcrc` (one event's message CRC is wrong;
 /// `badcrc=prelude`: its prelude CRC) and `exception=<type>` (the `error_after` exception, default
 /// `throttlingException`).
+///
+/// Every response carries `x-mock-http-version` (`HTTP/1.1`, `HTTP/2.0`): the request's protocol as
+/// the server saw it; [`MockState::last_http_version`] keeps the last one.
 pub fn router(state: MockState) -> Router {
     let api: Router<MockState> = Router::new()
         .route("/chat/completions", post(openai::chat_completions))
@@ -100,7 +107,30 @@ pub fn router(state: MockState) -> Router {
         .merge(api)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(256 << 20))
+        .layer(middleware::from_fn_with_state(state.clone(), http_version))
         .with_state(state)
+}
+
+/// Header naming the HTTP version of the request a response answers.
+pub const HTTP_VERSION_HEADER: &str = "x-mock-http-version";
+
+/// Record the request's HTTP version and echo it in [`HTTP_VERSION_HEADER`], so tests can see which
+/// protocol an upstream client really used (a gateway does not forward upstream headers).
+async fn http_version(State(st): State<MockState>, req: Request, next: Next) -> Response {
+    // Static names: this runs on every request, benchmarks' included.
+    let version = match req.version() {
+        axum::http::Version::HTTP_09 => "HTTP/0.9",
+        axum::http::Version::HTTP_10 => "HTTP/1.0",
+        axum::http::Version::HTTP_11 => "HTTP/1.1",
+        axum::http::Version::HTTP_2 => "HTTP/2.0",
+        axum::http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "unknown",
+    };
+    st.set_last_http_version(version);
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(HTTP_VERSION_HEADER, HeaderValue::from_static(version));
+    resp
 }
 
 async fn stats(State(st): State<MockState>) -> Response {
@@ -154,11 +184,13 @@ async fn fallback(
     common::error_response(common::Dialect::OpenAi, 404, &msg, None)
 }
 
-/// An in-process mock server on `127.0.0.1:<random port>`. Stops when dropped (or via
-/// [`MockServer::shutdown`]); stopping also releases any `hang` requests.
+/// An in-process mock server on `127.0.0.1:<random port>`, plain HTTP or HTTPS
+/// ([`MockServer::start_tls`]). Stops when dropped (or via [`MockServer::shutdown`]); stopping also
+/// releases any `hang` requests.
 pub struct MockServer {
     pub addr: SocketAddr,
     pub state: MockState,
+    tls: bool,
     shutdown_tx: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -167,6 +199,7 @@ impl std::fmt::Debug for MockServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockServer")
             .field("addr", &self.addr)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -201,14 +234,47 @@ impl MockServer {
         Ok(MockServer {
             addr,
             state,
+            tls: false,
             shutdown_tx: Some(tx),
             task: Some(task),
         })
     }
 
-    /// `http://127.0.0.1:PORT` (no `/v1`).
+    /// Serve over TLS on `127.0.0.1:0` with this certificate chain and key (PEM; see
+    /// [`tls::TestCa::leaf`]), offering ALPN `h2` and `http/1.1`.
+    pub async fn start_tls(state: MockState, cert_pem: &str, key_pem: &str) -> std::io::Result<MockServer> {
+        Self::bind_tls(SocketAddr::from(([127, 0, 0, 1], 0)), state, cert_pem, key_pem).await
+    }
+
+    /// Like [`MockServer::start_tls`] on a specific address.
+    pub async fn bind_tls(
+        addr: SocketAddr,
+        state: MockState,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> std::io::Result<MockServer> {
+        let config = tls::server_config(cert_pem, key_pem)?;
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(tls::serve(listener, router(state.clone()), config, rx));
+        Ok(MockServer {
+            addr,
+            state,
+            tls: true,
+            shutdown_tx: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` for a TLS server (certificates name
+    /// `localhost`) — no `/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     /// `base_url() + path`, e.g. `url("/v1/chat/completions")`.

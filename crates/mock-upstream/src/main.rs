@@ -1,11 +1,12 @@
-//! `mock-upstream --listen 127.0.0.1:9001 [--require-key KEY] [--aws-credentials AKID:SECRET]`
+//! `mock-upstream --listen 127.0.0.1:9001 [--require-key KEY] [--aws-credentials AKID:SECRET]
+//! [--tls-cert FILE --tls-key FILE]`
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 
 use axum::serve::ListenerExt;
 use clap::Parser;
-use mock_upstream::{MockState, router};
+use mock_upstream::{MockServer, MockState, router};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,6 +24,12 @@ struct Args {
     /// Verify AWS SigV4 signatures on the Bedrock routes with this access key id and secret.
     #[arg(long, env = "MOCK_UPSTREAM_AWS_CREDENTIALS", value_name = "AKID:SECRET", value_parser = parse_aws_credentials)]
     aws_credentials: Option<(String, String)>,
+    /// Serve HTTPS (ALPN h2 and http/1.1) with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn parse_aws_credentials(s: &str) -> Result<(String, String), String> {
@@ -44,6 +51,19 @@ async fn main() -> std::io::Result<()> {
     let state = MockState::new();
     state.set_require_key(args.require_key);
     state.set_aws_credentials(args.aws_credentials);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let cert = std::fs::read_to_string(cert)?;
+        let key = std::fs::read_to_string(key)?;
+        let server = MockServer::bind_tls(args.listen, state, &cert, &key).await?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "mock-upstream listening on {}", server.base_url())?;
+            out.flush()?;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        server.shutdown().await;
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     {

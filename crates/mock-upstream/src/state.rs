@@ -40,6 +40,8 @@ struct Inner {
     require_key: RwLock<Option<String>>,
     aws_credentials: RwLock<Option<(String, String)>>,
     defaults: RwLock<BTreeMap<String, String>>,
+    /// The latest request's HTTP version (a static name; `None` before any request).
+    last_http_version: Mutex<Option<&'static str>>,
     closed: watch::Sender<bool>,
 }
 
@@ -73,6 +75,7 @@ impl MockState {
                 require_key: RwLock::new(None),
                 aws_credentials: RwLock::new(None),
                 defaults: RwLock::new(BTreeMap::new()),
+                last_http_version: Mutex::new(None),
                 closed: watch::Sender::new(false),
             }),
         }
@@ -164,10 +167,21 @@ impl MockState {
         self.inner.requests.lock().back().cloned()
     }
 
-    /// Forget counts and recorded requests.
+    /// Forget counts, recorded requests and the last HTTP version.
     pub fn reset(&self) {
         self.inner.counts.lock().clear();
         self.inner.requests.lock().clear();
+        *self.inner.last_http_version.lock() = None;
+    }
+
+    /// The HTTP version of the latest request (`"HTTP/1.1"`, `"HTTP/2.0"`), any route, since start /
+    /// last reset.
+    pub fn last_http_version(&self) -> Option<String> {
+        self.inner.last_http_version.lock().map(str::to_string)
+    }
+
+    pub(crate) fn set_last_http_version(&self, version: &'static str) {
+        *self.inner.last_http_version.lock() = Some(version);
     }
 
     /// JSON snapshot used by `GET /_mock/stats`.
