@@ -691,7 +691,7 @@ impl Config {
             let from_preset = url.is_empty()
                 && (p.openai_preset().is_some()
                     || matches!(p.kind, ProviderKind::Gemini | ProviderKind::Bedrock));
-            match reqwest::Url::parse(url) {
+            match url::Url::parse(url) {
                 _ if from_preset => {}
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
                 _ => {

@@ -113,7 +113,7 @@ impl AnthropicProvider {
         body: &mut Map<String, Value>,
         upstream_model: &str,
         client_beta: &[&str],
-    ) -> Result<(reqwest::Response, Instant, bool)> {
+    ) -> Result<(super::transport::Response, Instant, bool)> {
         let deadline = self.http.deadline();
         body.insert("model".into(), Value::String(upstream_model.to_string()));
         let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);

@@ -205,7 +205,7 @@ impl BedrockProvider {
             )
             .with_status(http::StatusCode::UNAUTHORIZED));
         };
-        let url = reqwest::Url::parse(&self.http.url(path))
+        let url = url::Url::parse(&self.http.url(path))
             .map_err(|e| Error::internal(format!("bad Bedrock URL: {e}")))?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -422,9 +422,9 @@ pub fn decode_frame(buf: &mut BytesMut) -> std::result::Result<Option<Frame>, St
 }
 
 /// The events of a ConverseStream answer.
-fn decode_stream(resp: reqwest::Response, provider: String, model: String) -> EventStream {
+fn decode_stream(resp: super::transport::Response, provider: String, model: String) -> EventStream {
     struct St {
-        body: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        body: super::transport::BodyStream,
         buf: BytesMut,
         pending: std::collections::VecDeque<Result<StreamEvent>>,
         provider: String,
@@ -435,7 +435,7 @@ fn decode_stream(resp: reqwest::Response, provider: String, model: String) -> Ev
         done: bool,
     }
     let st = St {
-        body: resp.bytes_stream().boxed(),
+        body: resp.into_stream(),
         buf: BytesMut::new(),
         pending: Default::default(),
         provider,

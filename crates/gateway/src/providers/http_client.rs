@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::ProviderOptions;
+use super::transport::{self, Client, ClientOptions, Response, TransportError};
 use crate::error::{Error, ErrorKind, Result};
 
 /// One upstream reached over HTTP.
@@ -21,24 +22,41 @@ pub struct HttpUpstream {
     /// Without a trailing `/`.
     pub base_url: String,
     pub headers: HeaderMap,
-    pub client: reqwest::Client,
+    pub client: Client,
     /// The whole-request deadline, streaming included.
     pub timeout: Duration,
     /// Endpoint URLs parsed once (a handful per provider), instead of a `format!` and a URL parse per
     /// request.
-    urls: parking_lot::RwLock<Vec<(String, reqwest::Url)>>,
+    urls: parking_lot::RwLock<Vec<(String, http::Uri)>>,
 }
 
 impl HttpUpstream {
     /// `headers` are sent with every request, after the config's own `headers`.
     pub fn new(name: &str, opts: &ProviderOptions, headers: HeaderMap) -> Result<HttpUpstream> {
-        let mut all = opts.extra_headers()?;
+        let mut all = HeaderMap::new();
+        all.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("switchyard/", env!("CARGO_PKG_VERSION"))),
+        );
+        all.extend(opts.extra_headers()?);
         all.extend(headers);
+        all.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let client = Client::new(
+            &opts.base_url,
+            ClientOptions {
+                connect_timeout: opts.connect_timeout,
+                idle_timeout: opts.idle_timeout,
+            },
+        )
+        .map_err(|e| Error::internal(format!("provider {name}: {e}")))?;
         Ok(HttpUpstream {
             name: name.to_string(),
             base_url: opts.base_url.trim_end_matches('/').to_string(),
             headers: all,
-            client: opts.client()?,
+            client,
             timeout: opts.timeout,
             urls: Default::default(),
         })
@@ -53,19 +71,21 @@ impl HttpUpstream {
         format!("{}/{}", self.base_url, path)
     }
 
-    /// The URL of an endpoint, parsed on its first use; `None` when it does not parse (the request then
-    /// fails with the client's own error, as it would have).
-    fn parsed_url(&self, path: &str) -> Option<reqwest::Url> {
+    /// The URL of an endpoint, parsed on its first use.
+    fn parsed_url(&self, path: &str) -> Result<http::Uri> {
         if let Some((_, u)) = self.urls.read().iter().find(|(p, _)| p == path) {
-            return Some(u.clone());
+            return Ok(u.clone());
         }
-        let url = reqwest::Url::parse(&self.url(path)).ok()?;
+        let url = self.url(path);
+        let url: http::Uri = url.parse().map_err(|e| {
+            Error::bad_gateway(format!("upstream {}: `{url}` is not a valid URL: {e}", self.name))
+        })?;
         let mut urls = self.urls.write();
         // Paths are a fixed set per provider (the Azure form carries the deployment): bounded anyway.
         if urls.len() < 64 {
             urls.push((path.to_string(), url.clone()));
         }
-        Some(url)
+        Ok(url)
     }
 
     /// Sends a JSON body (plus per-request headers) and returns the response once its status is a
@@ -76,28 +96,17 @@ impl HttpUpstream {
         body: Vec<u8>,
         extra: Option<HeaderMap>,
         deadline: Instant,
-    ) -> Result<reqwest::Response> {
-        let mut req = match self.parsed_url(path) {
-            Some(url) => self.client.post(url),
-            None => self.client.post(self.url(path)),
-        };
-        match extra {
-            None => {
-                // The provider's headers go on one by one: values are shared, not copied.
-                for (name, value) in &self.headers {
-                    req = req.header(name, value.clone());
-                }
-            }
-            Some(extra) => {
-                let mut headers = self.headers.clone();
-                headers.extend(extra);
-                req = req.headers(headers);
-            }
+    ) -> Result<Response> {
+        let url = self.parsed_url(path)?;
+        // The header values are shared, not copied (`HeaderValue` is reference-counted bytes).
+        let mut headers = self.headers.clone();
+        if let Some(extra) = extra {
+            headers.extend(extra);
         }
-        let req = req
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        let resp = match tokio::time::timeout_at(deadline, req.send()).await {
+        let send = self
+            .client
+            .send(http::Method::POST, url, headers, Bytes::from(body));
+        let resp = match tokio::time::timeout_at(deadline, send).await {
             Err(_) => return Err(timeout_error(&self.name)),
             Ok(Err(e)) => return Err(transport_error(&self.name, &e)),
             Ok(Ok(resp)) => resp,
@@ -111,8 +120,14 @@ impl HttpUpstream {
     /// An active health check: `GET path`. Reachable and not a 5xx is healthy (a server without the
     /// route still answers, so 404 counts as up).
     pub async fn probe(&self, path: &str, timeout: Duration) -> std::result::Result<(), String> {
-        let req = self.client.get(self.url(path)).headers(self.headers.clone());
-        match tokio::time::timeout(timeout, req.send()).await {
+        let url = match self.parsed_url(path) {
+            Ok(u) => u,
+            Err(e) => return Err(e.message),
+        };
+        let mut headers = self.headers.clone();
+        headers.remove(http::header::CONTENT_TYPE);
+        let req = self.client.send(http::Method::GET, url, headers, Bytes::new());
+        match tokio::time::timeout(timeout, req).await {
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
             Ok(Err(e)) => Err(transport_error(&self.name, &e).message),
             Ok(Ok(resp)) if resp.status().is_server_error() => {
@@ -123,7 +138,7 @@ impl HttpUpstream {
     }
 
     /// Reads a whole success body, bounded by the deadline.
-    pub async fn read_body(&self, resp: reqwest::Response, deadline: Instant) -> Result<Bytes> {
+    pub async fn read_body(&self, resp: Response, deadline: Instant) -> Result<Bytes> {
         match tokio::time::timeout_at(deadline, resp.bytes()).await {
             Err(_) => Err(timeout_error(&self.name)),
             Ok(Err(e)) => Err(transport_error(&self.name, &e)),
@@ -132,7 +147,7 @@ impl HttpUpstream {
     }
 
     /// Reads a whole success body that must be a JSON object.
-    pub async fn read_object(&self, resp: reqwest::Response, deadline: Instant) -> Result<Value> {
+    pub async fn read_object(&self, resp: Response, deadline: Instant) -> Result<Value> {
         let body = self.read_body(resp, deadline).await?;
         match serde_json::from_slice::<Value>(&body) {
             Ok(v @ Value::Object(_)) => Ok(v),
@@ -142,11 +157,7 @@ impl HttpUpstream {
 
     /// Reads a whole success body that must be a JSON object, with no tree of its values built (it is
     /// checked: a malformed answer still fails the attempt, so the next deployment can be tried).
-    pub async fn read_json(
-        &self,
-        resp: reqwest::Response,
-        deadline: Instant,
-    ) -> Result<protocol::raw::ParsedObject> {
+    pub async fn read_json(&self, resp: Response, deadline: Instant) -> Result<protocol::raw::ParsedObject> {
         let body = self.read_body(resp, deadline).await?;
         protocol::raw::ParsedObject::parse(body).map_err(|_| super::not_json(&self.name))
     }
@@ -155,16 +166,16 @@ impl HttpUpstream {
 /// The raw server-sent events of a response body, in order. A transport failure or a malformed event
 /// stream ends it with an error; the end of the body simply ends it (callers judge whether the
 /// upstream finished).
-pub(crate) fn sse_events(resp: reqwest::Response, provider: String) -> BoxStream<'static, Result<SseEvent>> {
+pub(crate) fn sse_events(resp: Response, provider: String) -> BoxStream<'static, Result<SseEvent>> {
     struct St {
-        body: BoxStream<'static, reqwest::Result<Bytes>>,
+        body: transport::BodyStream,
         decoder: SseDecoder,
         pending: std::collections::VecDeque<SseEvent>,
         finished: bool,
         provider: String,
     }
     let st = St {
-        body: resp.bytes_stream().boxed(),
+        body: resp.into_stream(),
         decoder: SseDecoder::new(),
         pending: Default::default(),
         finished: false,
@@ -212,26 +223,18 @@ pub(crate) fn timeout_error(provider: &str) -> Error {
     )
 }
 
-pub(crate) fn transport_error(provider: &str, e: &reqwest::Error) -> Error {
-    if e.is_timeout() {
-        return Error::new(
-            ErrorKind::Timeout,
-            format!("upstream {provider} went silent for too long"),
-        );
-    }
-    let what = if e.is_connect() {
-        "could not be reached"
-    } else if e.is_body() || e.is_decode() {
-        "broke off its answer"
-    } else {
-        "failed"
+pub(crate) fn transport_error(provider: &str, e: &TransportError) -> Error {
+    let (what, detail) = match e {
+        TransportError::Idle => {
+            return Error::new(
+                ErrorKind::Timeout,
+                format!("upstream {provider} went silent for too long"),
+            );
+        }
+        TransportError::Connect(d) => ("could not be reached", d),
+        TransportError::Body(d) => ("broke off its answer", d),
+        TransportError::Send(d) => ("failed", d),
     };
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
     Error::bad_gateway(format!("upstream {provider} {what}: {detail}"))
 }
 
@@ -250,7 +253,7 @@ pub(crate) fn gateway_status(status: StatusCode) -> StatusCode {
 /// (503 and 504 stay, 529 becomes 503) with the upstream's message; `Retry-After` is kept. Reads both
 /// OpenAI's `{"error": {"message", "type", "code", "param"}}` and Anthropic's
 /// `{"type": "error", "error": {"type", "message"}}`.
-pub(crate) async fn upstream_error(provider: &str, resp: reqwest::Response, deadline: Instant) -> Error {
+pub(crate) async fn upstream_error(provider: &str, resp: Response, deadline: Instant) -> Error {
     let status = resp.status();
     let retry_after = resp
         .headers()
@@ -258,7 +261,7 @@ pub(crate) async fn upstream_error(provider: &str, resp: reqwest::Response, dead
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let body = match tokio::time::timeout_at(deadline, read_limited(resp, 64 * 1024)).await {
+    let body = match tokio::time::timeout_at(deadline, resp.bytes_limited(64 * 1024)).await {
         Ok(Ok(b)) => b,
         _ => Bytes::new(),
     };
@@ -306,20 +309,6 @@ pub(crate) async fn upstream_error(provider: &str, resp: reqwest::Response, dead
     metrics::counter!(crate::telemetry::UPSTREAM_ERRORS, "provider" => provider.to_string(), "kind" => "status")
         .increment(1);
     e
-}
-
-async fn read_limited(resp: reqwest::Response, limit: usize) -> reqwest::Result<Bytes> {
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        let room = limit.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= limit {
-            break;
-        }
-    }
-    Ok(Bytes::from(out))
 }
 
 impl ProviderOptions {

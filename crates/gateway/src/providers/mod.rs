@@ -9,6 +9,7 @@ pub mod http_client;
 pub mod local;
 pub mod openai;
 pub mod presets;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -105,19 +106,6 @@ impl ProviderOptions {
             idle_timeout: Duration::from_millis(c.idle_timeout_ms),
             headers: c.headers.clone(),
         }
-    }
-
-    /// One pooled client per provider, with its connect and idle-read timeouts.
-    pub(crate) fn client(&self) -> Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .read_timeout(self.idle_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::internal(format!("could not build the HTTP client: {e}")))
     }
 }
 
@@ -268,7 +256,7 @@ struct ErrorMessage {
 /// that ends without `[DONE]` and without a finish is an error (the upstream broke off); an `error`
 /// object in the stream becomes an error.
 pub(crate) fn sse_json_stream(
-    resp: reqwest::Response,
+    resp: transport::Response,
     provider: String,
 ) -> BoxStream<'static, Result<String>> {
     struct St {

@@ -103,12 +103,17 @@ impl OpenAiProvider {
     }
 
     /// Sends a JSON body and returns the response once its status is a success.
-    pub async fn post(&self, path: &str, body: Vec<u8>, deadline: Instant) -> Result<reqwest::Response> {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<super::transport::Response> {
         self.http.post(path, body, None, deadline).await
     }
 
     /// Reads a whole success body, bounded by the deadline.
-    pub async fn read_body(&self, resp: reqwest::Response, deadline: Instant) -> Result<Bytes> {
+    pub async fn read_body(&self, resp: super::transport::Response, deadline: Instant) -> Result<Bytes> {
         self.http.read_body(resp, deadline).await
     }
 
