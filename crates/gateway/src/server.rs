@@ -333,6 +333,12 @@ impl Server {
 /// to send a request's head (from connecting, or from the end of the previous answer on its
 /// connection); one that dawdles longer is disconnected, so slow clients cannot hold every socket.
 /// (`axum::serve` sets no such timeout, and offers no way to.)
+///
+/// HTTP/2 with prior knowledge is told from HTTP/1.1 by peeking at the socket for the HTTP/2 preface,
+/// and each connection is then served by hyper's own HTTP/1.1 or HTTP/2 server. hyper-util's `auto`
+/// server read the first bytes out instead and handed them back through a wrapper on every read; its
+/// first 24-byte read made hyper grow the HTTP/1.1 read buffer from 8 to 16 KiB, held for the life of
+/// every connection (a tenth of the memory of an open stream).
 async fn serve_connections(
     listener: TcpListener,
     router: axum::Router,
@@ -340,17 +346,14 @@ async fn serve_connections(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt as _;
 
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     // WebSockets over HTTP/2 use CONNECT.
-    builder.http2().enable_connect_protocol();
+    h2.timer(TokioTimer::new()).enable_connect_protocol();
     // Every connection task holds a receiver of `closing`; a send tells them to finish and close, and
     // `done` resolves once the last of them is gone.
     let (closing, _) = tokio::sync::watch::channel(false);
@@ -377,20 +380,24 @@ async fn serve_connections(
                 .clone()
                 .map_request(|r: ::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new)),
         );
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
+        let (h1, h2) = (h1.clone(), h2.clone());
         let mut closing = closing.subscribe();
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let res = tokio::select! {
-                res = conn.as_mut() => res,
-                _ = closing.changed() => {
-                    // No new request on this connection; what it is serving finishes.
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
-                }
+            let http2 = match tokio::time::timeout(header_timeout, http2_preface(&tcp)).await {
+                Ok(Ok(v)) => v,
+                // Nothing sensible came in time, or the socket failed: close it.
+                _ => return,
+            };
+            let io = TokioIo::new(tcp);
+            let res = if http2 {
+                serve_until_closing(h2.serve_connection(io, service), &mut closing, |c| {
+                    c.graceful_shutdown()
+                })
+                .await
+            } else {
+                let conn = h1.serve_connection(io, service).with_upgrades();
+                serve_until_closing(conn, &mut closing, |c| c.graceful_shutdown()).await
             };
             if let Err(e) = res {
                 tracing::trace!("connection ended: {e}");
@@ -406,6 +413,46 @@ async fn serve_connections(
     // `recv` answers `None` once every connection task has dropped its sender.
     let _ = done.recv().await;
     Ok(())
+}
+
+/// Serves a connection to its end; when `closing` changes, it takes no new request and finishes what
+/// it is serving.
+async fn serve_until_closing<C>(
+    conn: C,
+    closing: &mut tokio::sync::watch::Receiver<bool>,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => res,
+        _ = closing.changed() => {
+            graceful(conn.as_mut());
+            conn.await
+        }
+    }
+}
+
+/// Whether the connection opens with the HTTP/2 preface (prior knowledge), read without consuming it.
+/// An HTTP/1.1 request differs at its second byte at the latest; only a client that sends a part of
+/// the preface and pauses makes this look again.
+async fn http2_preface(tcp: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != PREFACE[..n] {
+            // End of stream, or not HTTP/2: HTTP/1.1 answers (or closes) as it should.
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // A part of the preface so far: `peek` would answer at once with the same bytes.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// A failed accept: the connection's own trouble is skipped at once; running out of descriptors waits

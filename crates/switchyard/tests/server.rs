@@ -140,3 +140,47 @@ async fn shutdown_lets_a_stream_finish_and_takes_no_new_connection() {
     let status = gw.wait(Duration::from_secs(10)).await;
     assert_eq!(status, Some(0), "exit status; stderr: {}", gw.stderr());
 }
+
+/// HTTP/2 with prior knowledge (the preface peeked at, not consumed) and HTTP/1.1 on the same port;
+/// a client that sends only part of the preface and stops is disconnected like a slow head.
+#[tokio::test]
+async fn http2_with_prior_knowledge_and_http1_share_the_port() {
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&config(&mock.base_url())).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for stream in [false, true] {
+        let resp = h2
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&json!({"model": "gpt-mock", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        if stream {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        } else {
+            assert!(text.contains("\"choices\""), "{text}");
+        }
+    }
+    let (status, _, _) = gw
+        .chat(&json!({"model": "gpt-mock", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(status, 200);
+    let mut tcp = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a half-sent preface held its connection for 10 s");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}",
+        start.elapsed()
+    );
+}
