@@ -1,8 +1,10 @@
 //! The usage log: one row per request (success, error or refusal).
 //!
 //! The request path appends the row to this process's journal file (one small `write`, no database,
-//! no waiting) and goes on. A background writer reads the journal, inserts the rows in batches and
-//! truncates the journal once everything in it is stored. So:
+//! no waiting) and goes on. A background writer inserts the rows in batches and truncates the journal
+//! once everything in it is stored. The writer takes the rows from memory, where the request path also
+//! leaves them (a bounded queue); it reads the journal back only for what the queue let go (a
+//! database down for long) and for the journals of dead processes. So:
 //! - a database that is slow or down never slows a request, and memory stays bounded: rows wait on
 //!   disk, not in a queue, and are written when the database is back;
 //! - a crash (even `kill -9`) loses nothing that was answered: the next process to start finds the
@@ -85,6 +87,9 @@ const BATCH: usize = 500;
 const BATCH_PAUSE: Duration = Duration::from_millis(100);
 /// How much of the journal is read at once.
 const READ_CHUNK: usize = 1 << 20;
+/// Rows kept in memory for the writer (about a megabyte): past this, the oldest are let go, and the
+/// writer reads them back from the journal.
+const MEMORY_ROWS: usize = 4096;
 
 /// A fresh id for a usage row: the time in milliseconds, then 80 random bits (32 hex digits in all).
 /// Ids made in time order land at the right edge of the primary-key index, so a batch touches a few
@@ -113,6 +118,12 @@ struct Journal {
     file: File,
     /// Bytes appended since the last truncation.
     len: u64,
+    /// The last rows journaled, each with the length of its line: exactly the lines from `mem_start`
+    /// to `len` when not empty. The writer takes them from here instead of reading and parsing the
+    /// journal again.
+    rows: std::collections::VecDeque<(u32, UsageRow)>,
+    /// Where the line of `rows[0]` starts in the journal.
+    mem_start: u64,
 }
 
 /// A journal's batch of rows, ready to insert (see [`Layout`]).
@@ -124,12 +135,33 @@ enum Batch {
 }
 
 impl Batch {
+    /// Rows taken from memory, in the store's layout.
+    fn of_rows(rows: Vec<UsageRow>, layout: Layout) -> Result<Batch> {
+        Ok(match layout {
+            Layout::Rows => Batch::Rows(rows),
+            Layout::Objects => Batch::Json {
+                rows: rows.len(),
+                // The same objects as the journal's lines.
+                json: serde_json::to_string(&rows)
+                    .map_err(|e| Error::internal(format!("could not encode usage rows: {e}")))?,
+            },
+        })
+    }
+
     fn rows(&self) -> usize {
         match self {
             Batch::Json { rows, .. } => *rows,
             Batch::Rows(r) => r.len(),
         }
     }
+}
+
+/// What the writer does next (see [`UsageLog::take_from_memory`]).
+enum Taken {
+    /// These rows, which took this many bytes of the journal.
+    Rows(Vec<UsageRow>, u64),
+    /// Read the journal up to here.
+    ReadUpTo(u64),
 }
 
 /// Where the writer stands.
@@ -195,7 +227,12 @@ impl UsageLog {
                 store,
                 dir: dir.to_path_buf(),
                 path,
-                journal: Mutex::new(Journal { file, len: 0 }),
+                journal: Mutex::new(Journal {
+                    file,
+                    len: 0,
+                    rows: Default::default(),
+                    mem_start: 0,
+                }),
                 reader,
                 wake: Notify::new(),
                 cursor: tokio::sync::Mutex::new(Cursor {
@@ -212,17 +249,11 @@ impl UsageLog {
     }
 
     /// Logs one row: appended to the journal now, stored in the database soon.
-    pub fn record(&self, row: &UsageRow) {
+    pub fn record(&self, row: UsageRow) {
         // A NUL can come in with a request (a model name); no database column takes one (Postgres
         // refuses the whole batch).
-        let clean;
-        let row = if row.has_nul() {
-            clean = row.without_nul();
-            &clean
-        } else {
-            row
-        };
-        let mut line = match serde_json::to_vec(row) {
+        let row = if row.has_nul() { row.without_nul() } else { row };
+        let mut line = match serde_json::to_vec(&row) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("could not encode a usage row: {e}");
@@ -233,8 +264,22 @@ impl UsageLog {
         {
             let mut j = self.inner.journal.lock();
             match j.file.write_all(&line) {
-                Ok(()) => j.len += line.len() as u64,
+                Ok(()) => {
+                    let start = j.len;
+                    j.len += line.len() as u64;
+                    if j.rows.len() >= MEMORY_ROWS {
+                        // The writer is far behind (the database is down or slow): it reads these back
+                        // from the journal when it gets to them.
+                        j.rows.clear();
+                    }
+                    if j.rows.is_empty() {
+                        j.mem_start = start;
+                    }
+                    j.rows.push_back((line.len() as u32, row));
+                }
                 Err(e) => {
+                    // A part of the line may be in the file: from here the writer reads the journal.
+                    j.rows.clear();
                     self.inner.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::error!(
                         "could not journal a usage row ({}): {e}",
@@ -291,26 +336,76 @@ impl UsageLog {
                 break;
             }
             let layout = Layout::of(&self.inner.store);
-            let (batches, consumed) =
-                read_batches(&self.inner.reader, &self.inner.path, *offset, end, layout)?;
-            for b in batches {
-                insert_on(&self.inner.store, conn, b).await?;
-            }
-            *offset += consumed;
-            if consumed == 0 {
-                break;
+            match self.take_from_memory(*offset) {
+                Taken::Rows(rows, bytes) => {
+                    // If the insert fails, these rows are still in the journal: the next try reads
+                    // them back from there (they are no longer in memory, and `offset` stays).
+                    insert_on(&self.inner.store, conn, Batch::of_rows(rows, layout)?).await?;
+                    *offset += bytes;
+                }
+                Taken::ReadUpTo(to) => {
+                    let (from, inner) = (*offset, self.inner.clone());
+                    // Reading and parsing up to a megabyte of lines is no work for a runtime thread.
+                    let read = tokio::task::spawn_blocking(move || {
+                        read_batches(&inner.reader, &inner.path, from, to.min(end), layout)
+                    })
+                    .await
+                    .map_err(|e| Error::internal(format!("usage journal reader: {e}")))?;
+                    let (batches, consumed) = read?;
+                    for b in batches {
+                        insert_on(&self.inner.store, conn, b).await?;
+                    }
+                    *offset += consumed;
+                    if consumed == 0 {
+                        break;
+                    }
+                }
             }
         }
         let mut j = self.inner.journal.lock();
         if *offset > 0 && *offset == j.len {
-            // Everything journaled is stored: start the file over.
+            // Everything journaled is stored: start the file over. (Rows still in memory, if any,
+            // were stored from the file.)
             j.file
                 .set_len(0)
                 .map_err(|e| journal_error(&self.inner.path, e))?;
             j.len = 0;
+            j.rows.clear();
+            j.mem_start = 0;
             *offset = 0;
         }
         Ok(())
+    }
+
+    /// The next batch for the writer, whose stored rows end at `offset`: from memory when the rows in
+    /// memory start there; otherwise how far to read the journal (up to where memory takes over).
+    fn take_from_memory(&self, offset: u64) -> Taken {
+        let mut j = self.inner.journal.lock();
+        // Rows already stored from the journal (read back while they were still in memory).
+        while j.mem_start < offset {
+            let Some((len, _)) = j.rows.pop_front() else {
+                break;
+            };
+            j.mem_start += u64::from(len);
+        }
+        if j.rows.is_empty() {
+            return Taken::ReadUpTo(j.len);
+        }
+        if j.mem_start > offset {
+            return Taken::ReadUpTo(j.mem_start);
+        }
+        let n = j.rows.len().min(BATCH);
+        let mut bytes = 0u64;
+        let rows: Vec<UsageRow> = j
+            .rows
+            .drain(..n)
+            .map(|(len, row)| {
+                bytes += u64::from(len);
+                row
+            })
+            .collect();
+        j.mem_start += bytes;
+        Taken::Rows(rows, bytes)
     }
 
     /// Stores what is journaled, waiting at most `within` (on shutdown).
@@ -913,12 +1008,12 @@ mod tests {
             error_kind: None,
         };
         for i in 0..3 {
-            log.record(&row(i));
+            log.record(row(i));
         }
         log.drain().await.unwrap();
         assert_eq!(log.pending_bytes(), 0);
         // The same row again (a replay) is not written twice.
-        log.record(&row(1));
+        log.record(row(1));
         log.drain().await.unwrap();
         let got = query(&store, &UsageQuery::default()).await.unwrap();
         assert_eq!(got.len(), 3);
@@ -964,7 +1059,7 @@ mod tests {
         let n = 577;
         for round in 0..2 {
             for i in 0..n {
-                log.record(&row(i));
+                log.record(row(i));
             }
             log.drain().await.unwrap();
             assert_eq!(log.pending_bytes(), 0, "round {round}");
@@ -1016,8 +1111,8 @@ mod tests {
             status: 200,
             error_kind: None,
         };
-        log.record(&full);
-        log.record(&sparse);
+        log.record(full.clone());
+        log.record(sparse.clone());
         log.drain().await.unwrap();
         let got = stored_rows(&store).await;
         assert_eq!(got, [full, sparse]);
@@ -1047,14 +1142,16 @@ mod tests {
             status: 404,
             error_kind: Some("model_not_found".into()),
         };
-        log.record(&row(1, "m"));
+        log.record(row(1, "m"));
         {
             let mut j = log.inner.journal.lock();
             let junk = b"{\"id\": \"u_torn\", \"request_\n[1, 2]\n{\"id\": \"u_2\"}\n";
             j.file.write_all(junk).unwrap();
             j.len += junk.len() as u64;
+            // Lines in the journal that memory does not hold: the writer must read them from the file.
+            j.rows.clear();
         }
-        log.record(&row(3, "a\0b"));
+        log.record(row(3, "a\0b"));
         log.drain().await.unwrap();
         assert_eq!(log.pending_bytes(), 0, "everything was read");
         let got = query(&store, &UsageQuery::default()).await.unwrap();
@@ -1063,6 +1160,73 @@ mod tests {
         assert_eq!(got[0]["model"], "a\u{fffd}b");
         assert_eq!(got[0]["ts"], 1003);
         assert_eq!(got[0]["cost_usd"], serde_json::Value::Null);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn numbered(i: usize) -> UsageRow {
+        UsageRow {
+            id: format!("u_{i:06}"),
+            request_id: format!("req_{i}"),
+            ts: 1000 + i as i64,
+            key_id: Some("k".into()),
+            surface: "chat_completions".into(),
+            model: "m".into(),
+            provider: Some("p".into()),
+            upstream_model: None,
+            input_tokens: 1,
+            output_tokens: 1,
+            cached_tokens: 0,
+            cost_usd: None,
+            latency_ms: 1,
+            ttft_ms: None,
+            status: 200,
+            error_kind: None,
+        }
+    }
+
+    /// More rows than memory keeps (the database away for a while): the ones memory let go are read
+    /// back from the journal, the rest taken from memory, each stored once.
+    #[tokio::test]
+    async fn rows_memory_let_go_are_read_back_from_the_journal() {
+        let (dir, store, log) = temp_log().await;
+        let n = 2 * MEMORY_ROWS + 7;
+        for i in 0..n {
+            log.record(numbered(i));
+        }
+        assert!(log.inner.journal.lock().rows.len() < n, "memory is bounded");
+        log.drain().await.unwrap();
+        assert_eq!(log.pending_bytes(), 0);
+        let got = stored_rows(&store).await;
+        assert_eq!(got.len(), n);
+        assert!(got.iter().zip(0..).all(|(r, i)| *r == numbered(i)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Rows taken from memory whose insert fails are still in the journal: the next try stores them
+    /// from there, once.
+    #[tokio::test]
+    async fn rows_of_a_failed_insert_are_stored_from_the_journal() {
+        let (dir, store, log) = temp_log().await;
+        for i in 0..10 {
+            log.record(numbered(i));
+        }
+        sqlx::query("ALTER TABLE usage_log RENAME TO usage_log_away")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(log.drain().await.is_err());
+        assert!(log.inner.journal.lock().rows.is_empty(), "taken from memory");
+        sqlx::query("ALTER TABLE usage_log_away RENAME TO usage_log")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        for i in 10..12 {
+            log.record(numbered(i));
+        }
+        log.drain().await.unwrap();
+        assert_eq!(log.pending_bytes(), 0);
+        let got = stored_rows(&store).await;
+        assert_eq!(got, (0..12).map(numbered).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -340,7 +340,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         && !ticket.claimed()
         && resp.status() != StatusCode::SWITCHING_PROTOCOLS
     {
-        log.record(&crate::usage::UsageRow {
+        log.record(crate::usage::UsageRow {
             id: crate::usage::new_id(),
             request_id: id.to_string(),
             ts: crate::store::now_ms(),

@@ -402,7 +402,7 @@ impl Drop for Settle {
                 Some((s, k)) => (s, Some(k)),
                 None => (200, None),
             };
-            log.record(&UsageRow {
+            log.record(UsageRow {
                 id: crate::usage::new_id(),
                 request_id: self.rid.0.to_string(),
                 ts: crate::store::now_ms(),
