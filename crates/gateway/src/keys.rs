@@ -3,7 +3,6 @@
 //! in-memory cache that the store refreshes on every change and once a second (so a revocation made by
 //! another process sharing the database takes effect within a second).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -130,7 +129,7 @@ pub struct Keys {
     store: Store,
     /// By the SHA-256 of the secret (the stored hash, decoded), so that a lookup hashes the presented
     /// key once and formats nothing.
-    cache: Arc<RwLock<HashMap<[u8; 32], Arc<KeyRecord>>>>,
+    cache: Arc<RwLock<foldhash::HashMap<[u8; 32], Arc<KeyRecord>>>>,
     /// Told when a key changes here, so other replicas reload at once (Redis pub/sub).
     notify: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 }

@@ -12,7 +12,6 @@
 //! Every decision is atomic: under one lock in memory (the default), or one Lua script in Redis
 //! (`[state] redis_url`), where all replicas share the counters and so enforce one limit, not N.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,9 +68,11 @@ enum Counters {
 
 #[derive(Default)]
 struct Memory {
-    windows: Mutex<HashMap<String, Bucket>>,
-    parallel: Mutex<HashMap<String, u64>>,
-    budgets: Mutex<HashMap<String, BudgetState>>,
+    // foldhash, not SipHash: these are hashed several times a request; its seeds are random per
+    // process, which is what keeps crafted scope names from colliding on purpose.
+    windows: Mutex<foldhash::HashMap<String, Bucket>>,
+    parallel: Mutex<foldhash::HashMap<String, u64>>,
+    budgets: Mutex<foldhash::HashMap<String, BudgetState>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -604,7 +605,11 @@ impl Memory {
         let mut ws = self.windows.lock();
         let mut used = Vec::with_capacity(takes.len());
         for (i, t) in takes.iter().enumerate() {
-            let b = ws.entry(t.scope.clone()).or_default();
+            // The scope is copied only the first time it is seen.
+            let b = match ws.get_mut(&t.scope) {
+                Some(b) => b,
+                None => ws.entry(t.scope.clone()).or_default(),
+            };
             b.roll(minute);
             let u = b.used(into);
             if u + t.n > t.limit && u > 0 {

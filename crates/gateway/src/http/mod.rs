@@ -54,8 +54,8 @@ pub struct App {
 /// [`RequestMetrics::MAX`] pairs, handles are registered per request as before.
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
-    in_flight: parking_lot::RwLock<std::collections::HashMap<Arc<str>, metrics::Gauge>>,
-    by_pair: parking_lot::RwLock<std::collections::HashMap<RouteModel, Arc<PairMetrics>>>,
+    in_flight: parking_lot::RwLock<foldhash::HashMap<Arc<str>, metrics::Gauge>>,
+    by_pair: parking_lot::RwLock<foldhash::HashMap<RouteModel, Arc<PairMetrics>>>,
 }
 
 /// A route and a model label.

@@ -239,8 +239,8 @@ fn now_secs() -> u64 {
 
 #[derive(Debug, Default)]
 pub struct Catalog {
-    models: HashMap<String, Arc<ModelEntry>>,
-    aliases: HashMap<String, String>,
+    models: foldhash::HashMap<String, Arc<ModelEntry>>,
+    aliases: foldhash::HashMap<String, String>,
     order: Vec<String>,
     /// Every distinct deployment, for health pages and checks.
     deployments: Vec<Arc<Deployment>>,
