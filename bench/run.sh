@@ -120,7 +120,7 @@ done
 lg max "${direct[@]}" --body "$(body mock-ok)" --conns 64 --seconds "$secs" | sed 's/^/{"case":"direct","rate":"max","r":/; s/$/}/' >> "$results"
 gw_case switchyard max "$gw_pid" max "${through[@]}" --body "$(body bench)" --conns 64 --seconds "$secs"
 
-# The floor: one HTTP hop on Switchyard's own stack (axum server, reqwest client) that does nothing else.
+# The floor: one HTTP hop on Switchyard's own stack (axum server, hyper-util's pooled client) that does nothing else.
 # What a gateway built on it costs beyond this is what its features cost.
 daemon 1 "$bin/loadgen" proxy --listen 127.0.0.1:0 --upstream "$mock" > "$tmp/floor.out" 2>&1 &
 floor_pid=$!
