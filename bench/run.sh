@@ -9,7 +9,10 @@
 #   bench/run.sh --seconds 20    longer runs
 #   bench/run.sh --peers         also onwards, the TensorZero gateway (its PyPI wheel), the LiteLLM proxy and
 #                                the Portkey gateway, installed into ~/.cache/switchyard/peers (pinned
-#                                versions), each with two upstream entries of the same model
+#                                versions), each with two upstream entries of the same model; then
+#                                rounds of maximum load alternating Switchyard, the floor, onwards and
+#                                TensorZero (--rounds N, default 3), whose per-round ratios cancel drift
+#   bench/run.sh --rounds 5      more alternated rounds
 #
 # Prints one table and writes bench/results/<date>.json (not in smoke mode). Needs python3 for the
 # table. Processes are pinned with taskset when it exists: the gateway on CPU 1, the mock and the load
@@ -21,11 +24,13 @@ root=$(pwd)
 smoke=0
 peers=0
 secs=10
+rounds=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
     --peers) peers=1 ;;
     --seconds) secs=$2; shift ;;
+    --rounds) rounds=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -164,7 +169,6 @@ until grep -q all_open "$tmp/fhold.out" 2>/dev/null || ! kill -0 $hold_pid 2>/de
 floor_hold_kb=$(rss_kb "$floor_pid")
 wait $hold_pid || true
 floor_opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/fhold.out" 2>/dev/null || echo 0)
-kill "$floor_pid" 2>/dev/null || true
 echo "$floor_idle_kb $floor_hold_kb $floor_opened" > "$tmp/floor_hold"
 
 # ---- Peers: the same fixed-rate and closed-loop runs, each gateway pinned where Switchyard was. ----
@@ -192,8 +196,9 @@ if [ "$peers" = 1 ] && [ "$smoke" = 0 ]; then
   printf '{"targets":{"bench":{"strategy":"weighted_random","providers":[{"url":"%s/v1","onwards_model":"mock-ok","weight":1},{"url":"%s/v1","onwards_model":"mock-ok","weight":1}]}}}\n' "$mock" "$mock" > "$tmp/onwards.json"
   RUST_LOG=error daemon 1 "$pdir/onwards/bin/onwards" -f "$tmp/onwards.json" --port "$p" --metrics-port "$mp" > "$tmp/onwards.log" 2>&1 &
   opid=$!
-  ready "http://127.0.0.1:$p/v1/models" onwards && measure onwards "$opid" "http://127.0.0.1:$p/v1/chat/completions" bench
-  kill "$opid" 2>/dev/null || true
+  onwards_url="http://127.0.0.1:$p/v1/chat/completions"
+  ready "http://127.0.0.1:$p/v1/models" onwards && measure onwards "$opid" "$onwards_url" bench
+  # (kept running for the alternated rounds below)
 
   # LiteLLM: two model_list entries of one model name, no database, logging off.
   p=$(port)
@@ -254,7 +259,7 @@ PY3
   for _ in $(seq 1 300); do grep -q "listening on" "$tmp/t0.log" && break; sleep 0.1; done
   t0url=$(grep -o 'http://127[^ ]*/openai/v1' "$tmp/t0.log" | head -1)
   [ -n "$t0url" ] && measure tensorzero "$tpid" "$t0url/chat/completions" "tensorzero::function_name::bench"
-  kill "$tpid" 2>/dev/null || true
+  # (kept running for the alternated rounds below)
 
   # Portkey: load balancing across two targets, given per request in x-portkey-config.
   p=$(port)
@@ -263,7 +268,19 @@ PY3
   cfg='{"strategy":{"mode":"loadbalance"},"targets":[{"provider":"openai","api_key":"dummy","custom_host":"'"$mock"'/v1","weight":1},{"provider":"openai","api_key":"dummy","custom_host":"'"$mock"'/v1","weight":1}]}'
   ready "http://127.0.0.1:$p/" portkey && measure portkey "$kpid" "http://127.0.0.1:$p/v1/chat/completions" mock-ok --header "x-portkey-config: $cfg"
   kill "$kpid" 2>/dev/null || true
+
+  # Maximum load again, in rounds that alternate the gateways within seconds of each other, so that the
+  # machine's drift (other tenants of the host, CPU frequency) lands on all of them alike: each round's
+  # ratios compare like with like. LiteLLM and Portkey, two orders of magnitude behind, are left out.
+  for i in $(seq 1 "$rounds"); do
+    gw_case switchyard "max_r$i" "$gw_pid" max "${through[@]}" --body "$(body bench)" --conns 64 --seconds "$secs"
+    gw_case floor "max_r$i" "$floor_pid" max --url "$floor/v1/chat/completions" --body "$(body mock-ok)" --conns 64 --seconds "$secs"
+    kill -0 "$opid" 2>/dev/null && gw_case onwards "max_r$i" "$opid" max --url "$onwards_url" --body "$(body bench)" --conns 64 --seconds "$secs"
+    [ -n "$t0url" ] && gw_case tensorzero "max_r$i" "$tpid" max --url "$t0url/chat/completions" --body "$(body "tensorzero::function_name::bench")" --conns 64 --seconds "$secs"
+  done
+  kill "$opid" "$tpid" 2>/dev/null || true
 fi
+kill "$floor_pid" 2>/dev/null || true
 
 touch "$tmp/peer_idle"
 ps -eo pid=,ppid=,comm=,times= > "$tmp/ps1"
@@ -311,7 +328,7 @@ print(f"\nSwitchyard benchmark ({profile} build, {os.cpu_count()} CPUs, {platfor
 print("floor: one HTTP hop on Switchyard's own stack doing nothing else (loadgen proxy)")
 print(f"{'case':<20}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'p99.9 ms':>10}{'+p50':>10}{'+p99':>10}{'+p99.9':>10}"
       f"{'ratio':>7}{'CPU s/1k':>10}{'req/CPU-s':>10}{'RSS MB':>8}")
-for rate in [k[1] for k in by if k[0] == "direct" and not k[1].startswith("stream")]:
+for rate in [k[1] for k in by if k[0] == "direct" and not k[1].startswith("stream") and not k[1].startswith("max_r")]:
     d = by[("direct", rate)]
     dl = d.get("latency") or {}
     for name in ["direct"] + gateways:
@@ -359,6 +376,25 @@ if sy:
         o = by[(other, "max")]
         print(f"  {other:<11} {rps(o):>8.0f} req/s ({v['max_rps_ratio']:.2f}x)   {capacity(o) or 0:>7.0f} req/CPU-s ({v['capacity_ratio']:.2f}x)")
     print(f"  switchyard  {rps(sy):>8.0f} req/s           {capacity(sy) or 0:>7.0f} req/CPU-s")
+rounds = sorted({k[1] for k in by if k[1].startswith("max_r")}, key=lambda r: int(r[5:]))
+if rounds and sy:
+    import statistics
+    print(f"\nalternated rounds at max load ({len(rounds)}): req/s and req/CPU-s each round; Switchyard's ratio to each, per round and median")
+    alternated = {}
+    for other in [g for g in gateways if g in ("floor", "onwards", "tensorzero")]:
+        pairs = [(by[("switchyard", r)], by[(other, r)]) for r in rounds if ("switchyard", r) in by and (other, r) in by]
+        if not pairs:
+            continue
+        rr = [rps(a) / (rps(b) or 1e-9) for a, b in pairs]
+        cr = [(capacity(a) or 0) / (capacity(b) or 1e-9) for a, b in pairs]
+        alternated[other] = {"max_rps_ratios": rr, "capacity_ratios": cr,
+                             "max_rps_ratio_median": statistics.median(rr), "capacity_ratio_median": statistics.median(cr)}
+        print(f"  {other:<11} req/s " + " ".join(f"{rps(b):>6.0f}" for _, b in pairs) + "   req/CPU-s " + " ".join(f"{capacity(b) or 0:>6.0f}" for _, b in pairs)
+              + f"   Switchyard ÷ it: req/s " + " ".join(f"{x:.2f}" for x in rr) + f" (median {statistics.median(rr):.2f}x), per CPU-s "
+              + " ".join(f"{x:.2f}" for x in cr) + f" (median {statistics.median(cr):.2f}x)")
+    sy_rounds = [by[("switchyard", r)] for r in rounds if ("switchyard", r) in by]
+    print(f"  {'switchyard':<11} req/s " + " ".join(f"{rps(a):>6.0f}" for a in sy_rounds) + "   req/CPU-s " + " ".join(f"{capacity(a) or 0:>6.0f}" for a in sy_rounds))
+    summary["alternated"] = alternated
 if peer_idle:
     print("peer RSS idle: " + ", ".join(f"{p} {int(kb) / 1024:.1f} MB" for p, kb in peer_idle.items()))
 doc = {"date": datetime.datetime.utcnow().isoformat() + "Z", "profile": profile, "cpus": os.cpu_count(),
