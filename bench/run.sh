@@ -36,6 +36,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+# The local engine's build needs cmake and libclang (a fresh machine may lack them).
+"$root/scripts/install-build-deps.sh" >&2
+
 if [ "$smoke" = 1 ]; then
   secs=2
   rates="200"
