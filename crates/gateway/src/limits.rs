@@ -68,8 +68,8 @@ enum Counters {
 
 #[derive(Default)]
 struct Memory {
-    // foldhash, not SipHash: these are hashed several times a request; its seeds are random per
-    // process, which is what keeps crafted scope names from colliding on purpose.
+    // foldhash, not SipHash: these are hashed several times a request. foldhash does not claim HashDoS
+    // resistance, and needs none here: the scopes are made by the gateway (global, key ids), not sent.
     windows: Mutex<foldhash::HashMap<String, Bucket>>,
     parallel: Mutex<foldhash::HashMap<String, u64>>,
     budgets: Mutex<foldhash::HashMap<String, BudgetState>>,
