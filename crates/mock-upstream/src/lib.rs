@@ -21,6 +21,7 @@ mod openai;
 mod opts;
 pub mod proxy;
 mod responses;
+mod serve;
 mod sigv4;
 mod state;
 pub mod tls;
@@ -34,7 +35,6 @@ use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -220,17 +220,13 @@ impl MockServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let app = router(state.clone());
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let task = tokio::spawn(serve::serve(
+            listener,
+            router(state.clone()),
+            state.clone(),
+            None,
+            rx,
+        ));
         Ok(MockServer {
             addr,
             state,
@@ -257,7 +253,13 @@ impl MockServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(tls::serve(listener, router(state.clone()), config, rx));
+        let task = tokio::spawn(serve::serve(
+            listener,
+            router(state.clone()),
+            state.clone(),
+            Some(config),
+            rx,
+        ));
         Ok(MockServer {
             addr,
             state,

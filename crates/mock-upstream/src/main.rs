@@ -4,9 +4,8 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 
-use axum::serve::ListenerExt;
 use clap::Parser;
-use mock_upstream::{MockServer, MockState, router};
+use mock_upstream::{MockServer, MockState};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,34 +50,20 @@ async fn main() -> std::io::Result<()> {
     let state = MockState::new();
     state.set_require_key(args.require_key);
     state.set_aws_credentials(args.aws_credentials);
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let cert = std::fs::read_to_string(cert)?;
-        let key = std::fs::read_to_string(key)?;
-        let server = MockServer::bind_tls(args.listen, state, &cert, &key).await?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "mock-upstream listening on {}", server.base_url())?;
-            out.flush()?;
+    let server = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = std::fs::read_to_string(cert)?;
+            let key = std::fs::read_to_string(key)?;
+            MockServer::bind_tls(args.listen, state, &cert, &key).await?
         }
-        let _ = tokio::signal::ctrl_c().await;
-        server.shutdown().await;
-        return Ok(());
-    }
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let addr = listener.local_addr()?;
+        _ => MockServer::bind(args.listen, state).await?,
+    };
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "mock-upstream listening on http://{addr}")?;
+        writeln!(out, "mock-upstream listening on {}", server.base_url())?;
         out.flush()?;
     }
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let closer = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            closer.close();
-        })
-        .await
+    let _ = tokio::signal::ctrl_c().await;
+    server.shutdown().await;
+    Ok(())
 }

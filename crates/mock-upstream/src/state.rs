@@ -42,6 +42,8 @@ struct Inner {
     defaults: RwLock<BTreeMap<String, String>>,
     /// The latest request's HTTP version (a static name; `None` before any request).
     last_http_version: Mutex<Option<&'static str>>,
+    /// TCP connections accepted.
+    connections: AtomicU64,
     closed: watch::Sender<bool>,
 }
 
@@ -76,6 +78,7 @@ impl MockState {
                 aws_credentials: RwLock::new(None),
                 defaults: RwLock::new(BTreeMap::new()),
                 last_http_version: Mutex::new(None),
+                connections: AtomicU64::new(0),
                 closed: watch::Sender::new(false),
             }),
         }
@@ -172,6 +175,17 @@ impl MockState {
         self.inner.counts.lock().clear();
         self.inner.requests.lock().clear();
         *self.inner.last_http_version.lock() = None;
+        self.inner.connections.store(0, Ordering::Relaxed);
+    }
+
+    /// TCP connections accepted since start / last reset (an HTTP/2 client multiplexes its requests
+    /// over few).
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_connection(&self) {
+        self.inner.connections.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The HTTP version of the latest request (`"HTTP/1.1"`, `"HTTP/2.0"`), any route, since start /

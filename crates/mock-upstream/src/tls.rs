@@ -1,5 +1,6 @@
 //! HTTPS for the mock: a throwaway test CA that issues server certificates, and serving the router
-//! over TLS (ALPN `h2` and `http/1.1`, each connection served as HTTP/1.1 or HTTP/2 as negotiated).
+//! over TLS (ALPN `h2` and `http/1.1`, each connection served as HTTP/1.1 or HTTP/2 as negotiated;
+//! the accept loop is [`crate::serve`]'s).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -14,12 +15,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -27,10 +23,6 @@ use rcgen::{
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 /// A self-signed certificate authority made fresh for a test run; issues server certificates with
 /// [`TestCa::leaf`]. Clients trust [`TestCa::ca_pem`] and nothing else needs installing.
@@ -134,57 +126,4 @@ pub fn server_config(cert_pem: &str, key_pem: &str) -> io::Result<Arc<ServerConf
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Accept TLS connections on `listener` and serve `app` on each until `shutdown` fires (or its
-/// sender is dropped); then stop accepting, let in-flight requests finish (graceful HTTP/1 and
-/// HTTP/2 shutdown) and return — the same contract as `axum::serve(..).with_graceful_shutdown`.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    app: Router,
-    config: Arc<ServerConfig>,
-    shutdown: oneshot::Receiver<()>,
-) {
-    let acceptor = TlsAcceptor::from(config);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(serve_conn(tcp, acceptor.clone(), app.clone(), stop_rx.clone()));
-                }
-                // e.g. out of file descriptors: back off a little instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    stop_tx.send_replace(true);
-    while conns.join_next().await.is_some() {}
-}
-
-/// One connection: TLS handshake, then HTTP/1.1 or HTTP/2 (hyper-util's auto builder picks by the
-/// connection preface, which follows the ALPN choice).
-async fn serve_conn(tcp: TcpStream, acceptor: TlsAcceptor, app: Router, mut stop: watch::Receiver<bool>) {
-    let tls = tokio::select! {
-        r = acceptor.accept(tcp) => match r {
-            Ok(tls) => tls,
-            Err(_) => return, // e.g. the client does not trust the certificate
-        },
-        _ = stop.wait_for(|s| *s) => return,
-    };
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app));
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.wait_for(|s| *s) => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
 }
