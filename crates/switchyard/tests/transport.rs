@@ -2,7 +2,8 @@
 //! (here a test CA named by `SSL_CERT_FILE`), HTTP/2 when the upstream offers it by ALPN, a refused
 //! certificate reported as the upstream's failure, and the proxy variables: CONNECT tunnels for HTTPS
 //! (credentials in the CONNECT), absolute-form requests for plain HTTP (credentials in
-//! `Proxy-Authorization`), and `NO_PROXY`.
+//! `Proxy-Authorization`), and `NO_PROXY`; HTTP/2 with prior knowledge (`http2_prior_knowledge`), every
+//! request multiplexed over one connection.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -169,4 +170,98 @@ async fn no_proxy_hosts_are_reached_directly() {
     chat_twice(&gw).await;
     assert!(proxy.forwarded().is_empty() && proxy.connects().is_empty());
     assert_eq!(proxy.connections(), 0);
+}
+
+/// `config` with HTTP/2 prior knowledge on the provider.
+fn h2_config(upstream: &str) -> String {
+    config(upstream).replace(
+        "connect_timeout_ms = 5000\n",
+        "connect_timeout_ms = 5000\nhttp2_prior_knowledge = true\n",
+    )
+}
+
+/// 16 answers at once, each held 100 ms by the mock so that they overlap.
+async fn sixteen_at_once(gw: &Gateway) {
+    let body = chat_body("gpt-slow", "hello");
+    let answers = futures::future::join_all((0..16).map(|_| gw.chat(&body))).await;
+    for (status, _, body) in answers {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}
+
+fn with_slow_model(config: String) -> String {
+    config + "\n[models.gpt-slow]\nprovider = \"up\"\nmodel = \"mock-ok+delay=100\"\n"
+}
+
+#[tokio::test]
+async fn plain_http_with_prior_knowledge_is_http2_over_one_connection() {
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&with_slow_model(h2_config(&mock.base_url()))).await;
+    chat_twice(&gw).await;
+    assert_eq!(mock.state.last_http_version().as_deref(), Some("HTTP/2.0"));
+    sixteen_at_once(&gw).await;
+    assert_eq!(
+        mock.state.connections(),
+        1,
+        "every request, the 16 at once too, multiplexed over one connection"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_without_it_is_http1_with_a_pool() {
+    // The default, and what makes the test above mean something: HTTP/1.1, a connection per
+    // request in flight.
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&with_slow_model(config(&mock.base_url()))).await;
+    sixteen_at_once(&gw).await;
+    assert_eq!(mock.state.last_http_version().as_deref(), Some("HTTP/1.1"));
+    assert!(mock.state.connections() >= 16, "{}", mock.state.connections());
+}
+
+#[tokio::test]
+async fn https_with_prior_knowledge_is_http2() {
+    let ca = TestCa::new();
+    let mock = tls_mock(&ca).await;
+    let dir = TempDir::new();
+    let ca_file = dir.write("ca.pem", &ca.ca_pem);
+    let gw = Gateway::start_with_env(
+        &with_slow_model(h2_config(&mock.base_url())),
+        &[("SSL_CERT_FILE", ca_file.to_str().unwrap())],
+    )
+    .await;
+    chat_twice(&gw).await;
+    sixteen_at_once(&gw).await;
+    assert_eq!(mock.state.last_http_version().as_deref(), Some("HTTP/2.0"));
+    assert_eq!(mock.state.connections(), 1);
+}
+
+#[tokio::test]
+async fn prior_knowledge_through_a_forward_proxy_is_refused_at_start() {
+    // A forward proxy speaks HTTP/1.1 with absolute-form requests: HTTP/2 cannot go through it, and
+    // the gateway says so instead of failing every request.
+    let mock = MockServer::start().await.unwrap();
+    let proxy = TestProxy::start().await.unwrap();
+    let dir = TempDir::new();
+    let path = dir.write("h2.toml", &h2_config(&mock.base_url()));
+    let run = tokio::process::Command::new(common::bin())
+        .args([
+            std::ffi::OsStr::new("serve"),
+            "--config".as_ref(),
+            path.as_os_str(),
+        ])
+        .env("SWITCHYARD_HOME", &dir.0)
+        .env("HTTP_PROXY", proxy.url())
+        .env("NO_PROXY", "")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("the gateway exits instead of serving")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("http2_prior_knowledge") && stderr.contains("NO_PROXY"),
+        "{stderr}"
+    );
 }

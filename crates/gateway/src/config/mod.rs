@@ -338,6 +338,11 @@ pub struct ProviderConfig {
     /// Longest silence allowed between two reads of the upstream's answer.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_ms: u64,
+    /// Speak HTTP/2 to this upstream from the first byte (h2c prior knowledge for `http://`; HTTP/2
+    /// required of an `https://` one) and multiplex every request over one connection. Default: HTTP/2
+    /// when an HTTPS upstream offers it by ALPN, else HTTP/1.1 with a pool of connections.
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
     /// Extra headers sent with every request to this provider.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

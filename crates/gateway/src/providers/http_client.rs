@@ -49,6 +49,7 @@ impl HttpUpstream {
             ClientOptions {
                 connect_timeout: opts.connect_timeout,
                 idle_timeout: opts.idle_timeout,
+                http2_prior_knowledge: opts.http2_prior_knowledge,
             },
         )
         .map_err(|e| Error::internal(format!("provider {name}: {e}")))?;

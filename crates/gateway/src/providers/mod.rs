@@ -82,6 +82,7 @@ pub struct ProviderOptions {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    pub http2_prior_knowledge: bool,
     pub headers: BTreeMap<String, String>,
 }
 
@@ -104,6 +105,7 @@ impl ProviderOptions {
             timeout: Duration::from_millis(c.timeout_ms),
             connect_timeout: Duration::from_millis(c.connect_timeout_ms),
             idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+            http2_prior_knowledge: c.http2_prior_knowledge,
             headers: c.headers.clone(),
         }
     }

@@ -77,6 +77,9 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 pub struct ClientOptions {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// HTTP/2 from the first byte (h2c for `http://`, ALPN `h2` only for `https://`), every request
+    /// multiplexed over one connection.
+    pub http2_prior_knowledge: bool,
 }
 
 /// One provider's pooled client (cheap to clone: the pool is shared).
@@ -121,6 +124,13 @@ impl Client {
             Route::Forward(p) => p.auth.clone(),
             _ => None,
         };
+        let h2 = opts.http2_prior_knowledge;
+        if h2 && matches!(route, Route::Forward(_)) {
+            return Err(format!(
+                "http2_prior_knowledge: {base_url} is plain HTTP reached through a forward proxy, which speaks HTTP/1.1; \
+                 name the upstream in NO_PROXY or leave HTTP/2 off"
+            ));
+        }
         // Certificates are loaded only for HTTPS upstreams (once for the process); a plain-HTTP
         // upstream gets a configuration that trusts nothing, and no connection of its uses it.
         let tls = tls_config(https)?;
@@ -128,15 +138,23 @@ impl Client {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(opts.connect_timeout));
+        // With prior knowledge, ALPN offers only `h2`: a server that cannot speak it refuses the
+        // handshake instead of answering HTTP/1.1 to a client that would send HTTP/2.
         let direct = HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http.clone());
+            .https_or_http();
+        let direct = if h2 {
+            direct.enable_http2().wrap_connector(http.clone())
+        } else {
+            direct.enable_http1().enable_http2().wrap_connector(http.clone())
+        };
         // The builder above sets ALPN on its own copy; a tunnel's handshake needs the same offer.
         let mut alpn = (*tls).clone();
-        alpn.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        alpn.alpn_protocols = if h2 {
+            vec![b"h2".to_vec()]
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        };
         let connector = Connector {
             direct,
             http,
@@ -144,12 +162,19 @@ impl Client {
             route,
             timeout: opts.connect_timeout,
         };
-        let pool = Pool::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+        let mut pool = Pool::builder(TokioExecutor::new());
+        pool.pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+            .timer(TokioTimer::new());
+        if h2 {
+            // One connection carries every request, so a dead one must be noticed: a PING after 30 s
+            // of silence, and the connection is dropped when its answer takes longer than 10 s.
+            pool.http2_only(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_keep_alive_timeout(Duration::from_secs(10));
+        }
+        let pool = pool.build(connector);
         Ok(Client {
             pool,
             idle: opts.idle_timeout,
