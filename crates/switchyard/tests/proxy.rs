@@ -486,6 +486,64 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_request() {
+    // A whole (non-streamed) answer that the upstream takes 5 s to give: the client leaves after
+    // 300 ms, and the gateway must hang up on the upstream then, not when the answer comes.
+    let mock = MockServer::start().await.unwrap();
+    let tap = tap(mock.addr).await;
+    let config = format!(
+        "{}\n[providers.tapped]\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n\n[models.gpt-tapped]\nprovider = \"tapped\"\nmodel = \"mock-ok+ttfb=5000\"\n",
+        standard_config(&mock.base_url()),
+        tap.addr
+    );
+    let gw = Gateway::start(&config).await;
+    let request = gw
+        .post("/v1/chat/completions")
+        .json(&serde_json::json!({"model": "gpt-tapped", "messages": [{"role": "user", "content": "hi"}]}))
+        .send();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), request)
+            .await
+            .is_err(),
+        "the answer came before the upstream's delay"
+    );
+    // The request future is dropped: reqwest closes the connection.
+    let dropped_at = Instant::now();
+    while tap.closed_by_gateway.load(Ordering::SeqCst) == 0 {
+        assert!(
+            dropped_at.elapsed() < Duration::from_secs(2),
+            "the gateway kept the upstream request open after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And the gateway soon counts nothing in flight.
+    let in_flight = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("switchyard_requests_in_flight{") && l.contains("chat/completions"))
+            .any(|l| !l.ends_with(" 0"))
+    };
+    while in_flight(&gw.metrics().await) {
+        assert!(
+            dropped_at.elapsed() < Duration::from_secs(3),
+            "the request still counted in flight:\n{}",
+            gw.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Counted as the client's hang-up (nginx's 499).
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_requests_total{")
+                && l.contains("route=\"/v1/chat/completions\"")
+                && l.contains("status=\"499\"")),
+        "{metrics}"
+    );
+}
+
 // ------------------------------------------------------------------ concurrency
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

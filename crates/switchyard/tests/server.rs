@@ -1,5 +1,6 @@
 //! Black-box: the connection layer. A client that never finishes its request head is disconnected;
-//! shutdown lets an answer in flight finish and takes no new connection.
+//! shutdown lets an answer in flight finish and takes no new connection; a body that arrives slowly is
+//! read whole, and the connection kept for the next request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -183,4 +184,39 @@ async fn http2_with_prior_knowledge_and_http1_share_the_port() {
         "closed after {:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_request_body_sent_slowly_in_parts_is_answered() {
+    // The body arrives in four parts 100 ms apart; the answer comes once it is whole.
+    let (_mock, gw) = Gateway::with_mock().await;
+    let text = "word ".repeat(11_000); // within the test config's 64 KiB body limit
+    let body = json!({"model": "gpt-mock", "messages": [{"role": "user", "content": text}]}).to_string();
+    let mut tcp = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        KEY,
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    for part in body.as_bytes().chunks(body.len() / 4 + 1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tcp.write_all(part).await.unwrap();
+    }
+    let head = tokio::time::timeout(Duration::from_secs(20), read_answer(&mut tcp))
+        .await
+        .expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The connection is kept alive: a second request on it is answered too.
+    let small = json!({"model": "gpt-mock", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let second = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{small}",
+        KEY,
+        small.len()
+    );
+    tcp.write_all(second.as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(20), read_answer(&mut tcp))
+        .await
+        .expect("a second answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }

@@ -311,7 +311,19 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     req.extensions_mut().insert(RequestId(id.clone(), ticket.clone()));
     let in_flight = app.request_metrics.in_flight(&route);
     in_flight.increment(1.0);
+    // A client that hangs up before the answer drops this future inside `next.run`: the guard then
+    // still ends the request's count in flight, and logs it.
+    let mut abandoned = Abandoned {
+        app: &app,
+        route: &route,
+        id: &id,
+        ticket: &ticket,
+        in_flight: &in_flight,
+        armed: true,
+    };
     let mut resp = next.run(req).await;
+    abandoned.armed = false;
+    drop(abandoned);
     if let Ok(v) = HeaderValue::from_str(&id) {
         if anthropic {
             // Anthropic's own name for it.
@@ -336,28 +348,16 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         .increment(1);
     }
     // Requests on a model surface that no settlement logged (errors, refusals) get their row here.
-    if let (Some(log), Some(surface)) = (&app.usage, surface_of(&route))
-        && !ticket.claimed()
-        && resp.status() != StatusCode::SWITCHING_PROTOCOLS
-    {
-        log.record(crate::usage::UsageRow {
-            id: crate::usage::new_id(),
-            request_id: id.to_string(),
-            ts: crate::store::now_ms(),
-            key_id: resp.extensions().get::<KeyLabel>().map(|k| k.0.clone()),
-            surface: surface.to_string(),
-            model: model.to_string(),
-            provider: None,
-            upstream_model: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cached_tokens: 0,
-            cost_usd: None,
-            latency_ms: start.elapsed().as_millis() as u64,
-            ttft_ms: None,
-            status: resp.status().as_u16(),
-            error_kind: resp.extensions().get::<ErrorTag>().map(|t| t.0.clone()),
-        });
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        unclaimed_row(
+            &app,
+            &route,
+            &id,
+            &ticket,
+            (&model, resp.extensions().get::<KeyLabel>().map(|k| k.0.clone())),
+            resp.status().as_u16(),
+            resp.extensions().get::<ErrorTag>().map(|t| t.0.clone()),
+        );
     }
     let guard = ObserveGuard {
         start,
@@ -393,6 +393,78 @@ fn status_label(s: StatusCode) -> metrics::SharedString {
         other => return metrics::SharedString::from(other.to_string()),
     };
     metrics::SharedString::const_str(known)
+}
+
+/// The usage row of a request on a model surface that no settlement logged (an error, a refusal, a
+/// client that left before the answer).
+fn unclaimed_row(
+    app: &App,
+    route: &str,
+    id: &str,
+    ticket: &Ticket,
+    (model, key_id): (&str, Option<String>),
+    status: u16,
+    error_kind: Option<String>,
+) {
+    if let (Some(log), Some(surface)) = (&app.usage, surface_of(route))
+        && !ticket.claimed()
+    {
+        log.record(crate::usage::UsageRow {
+            id: crate::usage::new_id(),
+            request_id: id.to_string(),
+            ts: crate::store::now_ms(),
+            key_id,
+            surface: surface.to_string(),
+            model: model.to_string(),
+            provider: None,
+            upstream_model: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            cost_usd: None,
+            latency_ms: ticket.start.elapsed().as_millis() as u64,
+            ttft_ms: None,
+            status,
+            error_kind,
+        });
+    }
+}
+
+/// A request whose client hung up before its answer (the handler's future dropped, which cancels its
+/// upstream request): no longer in flight, counted with status 499 (nginx's "client closed request"),
+/// and given its usage row unless a settlement already wrote one.
+struct Abandoned<'a> {
+    app: &'a App,
+    route: &'a Arc<str>,
+    id: &'a Arc<str>,
+    ticket: &'a Ticket,
+    in_flight: &'a metrics::Gauge,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.in_flight.decrement(1.0);
+        metrics::counter!(
+            telemetry::REQUESTS,
+            "route" => self.route.clone(),
+            "model" => "",
+            "status" => "499"
+        )
+        .increment(1);
+        unclaimed_row(
+            self.app,
+            self.route,
+            self.id,
+            self.ticket,
+            ("", None),
+            499,
+            Some("client_closed".to_string()),
+        );
+    }
 }
 
 struct ObserveGuard {
