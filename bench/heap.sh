@@ -5,11 +5,14 @@
 # consumers, each with the allocation sites behind it.
 #
 #   bench/heap.sh [N]        (default 2000)
+#   bench/heap.sh --h2 [N]   the same with HTTP/2 to the upstream (`http2_prior_knowledge`)
 #
 # Needs heaptrack (`apt-get install heaptrack`). The build goes to the usual release directory, so a
 # later `cargo build --release` rebuilds the shipping binary (with mimalloc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+h2=false
+if [ "${1:-}" = "--h2" ]; then h2=true; shift; fi
 n=${1:-2000}
 command -v heaptrack >/dev/null || { echo "heaptrack is needed: apt-get install heaptrack" >&2; exit 1; }
 target="${CARGO_TARGET_DIR:-target}"
@@ -29,6 +32,7 @@ master_key = "sk-bench-master"
 [providers.a]
 kind = "openai"
 base_url = "$mock/v1"
+http2_prior_knowledge = $h2
 [models.slow]
 provider = "a"
 model = "mock-ok+tokens=200+delay=100"

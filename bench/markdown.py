@@ -86,4 +86,8 @@ idle, held, n = doc["rss_idle_kb"], doc["rss_open_streams_kb"], doc["open_stream
 fi, fh, fn = doc["floor_rss_idle_kb"], doc["floor_rss_open_streams_kb"], doc["floor_open_streams"]
 print(f"\nmemory: idle {idle / 1024:.1f} MB; {n} open streams {held / 1024:.1f} MB ({(held - idle) / max(n, 1):.1f} KB a stream); "
       f"floor idle {fi / 1024:.1f} MB, {fn} streams {fh / 1024:.1f} MB ({(fh - fi) / max(fn, 1):.1f} KB a stream)")
+if "h2_rss_open_streams_kb" in doc:
+    hi, hh, hn = doc["h2_rss_idle_kb"], doc["h2_rss_open_streams_kb"], doc["h2_open_streams"]
+    print(f"with HTTP/2 to the upstream: idle {hi / 1024:.1f} MB, {hn} open streams {hh / 1024:.1f} MB "
+          f"({(hh - hi) / max(hn, 1):.1f} KB a stream)")
 print("peer RSS idle: " + ", ".join(f"{p} {kb / 1024:.1f} MB" for p, kb in doc.get("peer_rss_idle_kb", {}).items()))

@@ -173,6 +173,24 @@ floor_hold_kb=$(rss_kb "$floor_pid")
 wait $hold_pid || true
 floor_opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/fhold.out" 2>/dev/null || echo 0)
 echo "$floor_idle_kb $floor_hold_kb $floor_opened" > "$tmp/floor_hold"
+kill "$gw2_pid" 2>/dev/null || true
+# The same streams through a gateway that speaks HTTP/2 to the mock (`http2_prior_knowledge`): every
+# stream multiplexed over one upstream connection instead of a connection each, as an HTTPS cloud API
+# is reached by ALPN. Its own process, so that the RSS above does not carry over.
+sed 's|^base_url = .*|&\nhttp2_prior_knowledge = true|' "$tmp/config2.toml" > "$tmp/config3.toml"
+SWITCHYARD_HOME="$tmp/home3" SWITCHYARD_LOG=warn daemon 1 "$bin/switchyard" serve --config "$tmp/config3.toml" > "$tmp/gw3.out" 2>&1 &
+gw3_pid=$!
+gw3=$(wait_url "$tmp/gw3.out")
+lg stream --url "$gw3/v1/chat/completions" --key sk-bench-master --body "$(sbody bench)" --requests 20 --conns 4 > /dev/null
+h2_idle_kb=$(rss_kb "$gw3_pid")
+lg hold --url "$gw3/v1/chat/completions" --key sk-bench-master --body "$(body slow ', "stream": true')" --streams "$hold" --seconds 1 > "$tmp/h2hold.out" &
+hold_pid=$!
+until grep -q all_open "$tmp/h2hold.out" 2>/dev/null || ! kill -0 $hold_pid 2>/dev/null; do sleep 0.1; done
+h2_hold_kb=$(rss_kb "$gw3_pid")
+wait $hold_pid || true
+h2_opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/h2hold.out" 2>/dev/null || echo 0)
+echo "$h2_idle_kb $h2_hold_kb $h2_opened" > "$tmp/h2_hold"
+kill "$gw3_pid" 2>/dev/null || true
 
 # ---- Peers: the same fixed-rate and closed-loop runs, each gateway pinned where Switchyard was. ----
 if [ "$peers" = 1 ] && [ "$smoke" = 0 ]; then
@@ -311,12 +329,13 @@ if busy:
     print("\033[1;33m!!! other processes were busy during the run (CPU seconds): "
           + ", ".join(f"{c} {s}" for s, c in busy[:6]) + "; the figures carry their noise\033[0m")
 PY
-python3 - "$results" "$idle_kb" "$hold_kb" "$hold" "$opened" "$profile" "$smoke" "$root" "$tmp/peer_idle" "$tmp/floor_hold" <<'PY'
+python3 - "$results" "$idle_kb" "$hold_kb" "$hold" "$opened" "$profile" "$smoke" "$root" "$tmp/peer_idle" "$tmp/floor_hold" "$tmp/h2_hold" <<'PY'
 import datetime, json, os, platform, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 idle_kb, hold_kb, hold, opened, profile, smoke, root = sys.argv[2:9]
 peer_idle = dict(l.split() for l in open(sys.argv[9]) if l.strip())
 floor_idle_kb, floor_hold_kb, floor_opened = (int(x) for x in open(sys.argv[10]).read().split())
+h2_idle_kb, h2_hold_kb, h2_opened = (int(x) for x in open(sys.argv[11]).read().split())
 by = {(r["case"], str(r["rate"])): r["r"] for r in rows}
 peers = [c for c in ("onwards", "tensorzero", "litellm", "portkey") if any(k[0] == c for k in by)]
 gateways = ["switchyard", "floor"] + peers
@@ -363,6 +382,8 @@ print(f"memory: RSS idle {int(idle_kb) / 1024:.1f} MB; with {opened}/{hold} open
       f"({per_stream(int(hold_kb), int(idle_kb), int(opened)):.1f} KB a stream)")
 print(f"  the floor: idle {floor_idle_kb / 1024:.1f} MB; with {floor_opened}/{hold} open streams {floor_hold_kb / 1024:.1f} MB "
       f"({per_stream(floor_hold_kb, floor_idle_kb, floor_opened):.1f} KB a stream)")
+print(f"  Switchyard with HTTP/2 to the upstream: idle {h2_idle_kb / 1024:.1f} MB; with {h2_opened}/{hold} open streams "
+      f"{h2_hold_kb / 1024:.1f} MB ({per_stream(h2_hold_kb, h2_idle_kb, h2_opened):.1f} KB a stream)")
 summary = {}
 sy = by.get(("switchyard", "max"))
 if sy:
@@ -403,6 +424,7 @@ if peer_idle:
 doc = {"date": datetime.datetime.utcnow().isoformat() + "Z", "profile": profile, "cpus": os.cpu_count(),
        "rss_idle_kb": int(idle_kb), "rss_open_streams_kb": int(hold_kb), "open_streams": int(opened),
        "floor_rss_idle_kb": floor_idle_kb, "floor_rss_open_streams_kb": floor_hold_kb, "floor_open_streams": floor_opened,
+       "h2_rss_idle_kb": h2_idle_kb, "h2_rss_open_streams_kb": h2_hold_kb, "h2_open_streams": h2_opened,
        "peer_rss_idle_kb": {p: int(kb) for p, kb in peer_idle.items()}, "against": summary, "results": rows}
 if smoke == "0":
     os.makedirs(f"{root}/bench/results", exist_ok=True)
@@ -413,6 +435,7 @@ else:
     bad = [r for r in rows if (r["r"].get("errors") or 0) > 0]
     assert not bad, f"smoke run had errors: {bad}"
     assert int(opened) == int(hold), f"only {opened} of {hold} streams opened"
+    assert h2_opened == int(hold), f"only {h2_opened} of {hold} streams opened over HTTP/2"
     assert all(by.get((g, "max"), {}).get("cpu_s_per_1k", 0) > 0 for g in ("switchyard", "floor")), "no CPU time measured"
     print("smoke: ok")
 PY
