@@ -4,6 +4,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+mod json_out;
 pub mod keys;
 pub mod limits;
 pub mod providers;

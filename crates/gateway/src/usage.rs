@@ -48,6 +48,28 @@ pub struct UsageRow {
 }
 
 impl UsageRow {
+    /// The row as `serde_json` writes it (the journal's line), written by hand: see [`crate::json_out`].
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = crate::json_out::Obj::new(out);
+        o.str("id", &self.id);
+        o.str("request_id", &self.request_id);
+        o.i64("ts", self.ts);
+        o.opt_str("key_id", self.key_id.as_deref());
+        o.str("surface", &self.surface);
+        o.str("model", &self.model);
+        o.opt_str("provider", self.provider.as_deref());
+        o.opt_str("upstream_model", self.upstream_model.as_deref());
+        o.u64("input_tokens", self.input_tokens);
+        o.u64("output_tokens", self.output_tokens);
+        o.u64("cached_tokens", self.cached_tokens);
+        o.opt_f64("cost_usd", self.cost_usd);
+        o.u64("latency_ms", self.latency_ms);
+        o.opt_u64("ttft_ms", self.ttft_ms);
+        o.u64("status", u64::from(self.status));
+        o.opt_str("error_kind", self.error_kind.as_deref());
+        o.end();
+    }
+
     fn texts(&self) -> impl Iterator<Item = &String> {
         [&self.id, &self.request_id, &self.surface, &self.model]
             .into_iter()
@@ -253,13 +275,13 @@ impl UsageLog {
         // A NUL can come in with a request (a model name); no database column takes one (Postgres
         // refuses the whole batch).
         let row = if row.has_nul() { row.without_nul() } else { row };
-        let mut line = match serde_json::to_vec(&row) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("could not encode a usage row: {e}");
-                return;
-            }
-        };
+        let mut line = Vec::with_capacity(512);
+        row.write_json(&mut line);
+        debug_assert_eq!(
+            std::str::from_utf8(&line).ok(),
+            serde_json::to_string(&row).ok().as_deref(),
+            "the hand-written usage row differs from serde's"
+        );
         line.push(b'\n');
         {
             let mut j = self.inner.journal.lock();

@@ -183,6 +183,48 @@ pub(crate) struct Metadata<'a> {
     cost: Cost,
 }
 
+impl Metadata<'_> {
+    /// What serde writes for it, written by hand (see [`crate::json_out`]).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        use crate::json_out::Obj;
+        let mut o = Obj::new(out);
+        o.str("provider", self.provider);
+        o.str("provider_model_id", self.provider_model_id);
+        o.str("model_canonical", self.model_canonical);
+        o.str("deployment", self.deployment);
+        o.str("tier", self.tier);
+        o.str("routing_strategy", self.routing_strategy);
+        let out = o.key("attempts");
+        out.push(b'[');
+        for (i, a) in self.attempts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let mut m = Obj::new(out);
+            m.str("deployment", &a.dep.id);
+            m.str("provider", a.dep.provider.name());
+            m.str("model", &a.dep.upstream_model);
+            m.u64("status", u64::from(a.status));
+            m.u64("latency_ms", a.latency_ms);
+            if let Some(e) = &a.error {
+                m.str("error", e);
+            }
+            m.end();
+        }
+        out.push(b']');
+        o.opt_u64("ttft_ms", self.ttft_ms);
+        o.opt_f64("throughput_tps", self.throughput_tps);
+        let out = o.key("cost");
+        let mut c = Obj::new(out);
+        c.opt_f64("usd", self.cost.usd);
+        if let Some(known) = self.cost.price_known {
+            c.bool("price_known", known);
+        }
+        c.end();
+        o.end();
+    }
+}
+
 #[derive(serde::Serialize)]
 struct Cost {
     usd: Option<f64>,
@@ -229,9 +271,14 @@ pub(crate) fn append_metadata(bytes: &mut Vec<u8>, settle: &Settle) {
             bytes.push(b',');
         }
         bytes.extend_from_slice(b"\"routing_metadata\":");
-        if serde_json::to_writer(&mut *bytes, &settle.metadata()).is_err() {
-            bytes.extend_from_slice(b"null");
-        }
+        let meta = settle.metadata();
+        let at = bytes.len();
+        meta.write_json(bytes);
+        debug_assert_eq!(
+            std::str::from_utf8(&bytes[at..]).ok(),
+            serde_json::to_string(&meta).ok().as_deref(),
+            "the hand-written routing_metadata differs from serde's"
+        );
         bytes.push(b'}');
     }
 }
