@@ -312,14 +312,15 @@ impl RateHeaders {
             let [limit, remaining, reset] = names;
             h.insert(limit, HeaderValue::from(q.limit));
             h.insert(remaining, HeaderValue::from(q.remaining));
-            let mut buf = [0u8; 24];
-            let mut w = &mut buf[..];
+            // "{secs}s" without the formatting machinery (itoa, then the unit).
             let secs = q.reset.as_secs_f64().ceil() as u64;
-            if std::io::Write::write_fmt(&mut w, format_args!("{secs}s")).is_ok() {
-                let n = 24 - w.len();
-                if let Ok(value) = HeaderValue::from_bytes(&buf[..n]) {
-                    h.insert(reset, value);
-                }
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(secs).as_bytes();
+            let mut buf = [0u8; 24];
+            buf[..digits.len()].copy_from_slice(digits);
+            buf[digits.len()] = b's';
+            if let Ok(value) = HeaderValue::from_bytes(&buf[..=digits.len()]) {
+                h.insert(reset, value);
             }
         }
     }
@@ -662,6 +663,26 @@ fn over_budget(k: &KeyRecord, budget: f64, spent: f64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_headers_show_limit_remaining_and_whole_seconds_to_reset() {
+        let q = |limit, remaining, ms| Quota {
+            limit,
+            remaining,
+            reset: Duration::from_millis(ms),
+        };
+        let mut h = HeaderMap::new();
+        RateHeaders {
+            requests: Some(q(60, 59, 1_200)),
+            tokens: Some(q(u64::MAX, 0, 0)),
+        }
+        .apply(&mut h);
+        assert_eq!(h["x-ratelimit-limit-requests"], "60");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "59");
+        assert_eq!(h["x-ratelimit-reset-requests"], "2s");
+        assert_eq!(h["x-ratelimit-limit-tokens"], u64::MAX.to_string().as_str());
+        assert_eq!(h["x-ratelimit-reset-tokens"], "0s");
+    }
 
     fn key() -> KeyRecord {
         KeyRecord {
