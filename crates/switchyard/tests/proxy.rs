@@ -542,6 +542,22 @@ async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_reques
                 && l.contains("status=\"499\"")),
         "{metrics}"
     );
+    // And it has its usage row (the writer stores rows in the background).
+    loop {
+        let (st, _, v) = common::send(gw.get("/admin/usage")).await;
+        assert_eq!(st, 200, "{v}");
+        let rows = v["data"].as_array().cloned().unwrap_or_default();
+        if rows.iter().any(|r| {
+            r["status"] == 499 && r["error_kind"] == "client_closed" && r["surface"] == "chat_completions"
+        }) {
+            break;
+        }
+        assert!(
+            dropped_at.elapsed() < Duration::from_secs(15),
+            "no usage row: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // ------------------------------------------------------------------ concurrency
