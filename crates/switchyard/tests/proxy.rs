@@ -498,8 +498,13 @@ async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_reques
         tap.addr
     );
     let gw = Gateway::start(&config).await;
+    // An issued key, whose id the abandoned request's usage row must carry.
+    let (_, _, key) = common::send(gw.post("/admin/keys").json(&json!({"name": "leaver"}))).await;
+    let (key_id, secret) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
     let request = gw
-        .post("/v1/chat/completions")
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(secret)
         .json(&serde_json::json!({"model": "gpt-tapped", "messages": [{"role": "user", "content": "hi"}]}))
         .send();
     assert!(
@@ -547,9 +552,10 @@ async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_reques
         let (st, _, v) = common::send(gw.get("/admin/usage")).await;
         assert_eq!(st, 200, "{v}");
         let rows = v["data"].as_array().cloned().unwrap_or_default();
-        if rows.iter().any(|r| {
-            r["status"] == 499 && r["error_kind"] == "client_closed" && r["surface"] == "chat_completions"
-        }) {
+        if rows
+            .iter()
+            .any(|r| r["status"] == 499 && r["error_kind"] == "client_closed" && r["key_id"] == key_id)
+        {
             break;
         }
         assert!(

@@ -119,6 +119,9 @@ pub struct RequestId(pub Arc<str>, pub Arc<Ticket>);
 pub struct Ticket {
     pub start: Instant,
     claimed: std::sync::atomic::AtomicBool,
+    /// The issued key that made the request, once authenticated: for the row of a request whose
+    /// client left before its answer (no response carries the key's label then).
+    key_id: std::sync::OnceLock<String>,
 }
 
 impl Ticket {
@@ -269,6 +272,9 @@ async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next)
         Ok(p) => {
             // The key is shown to the request layer too, for the usage row of an error.
             let key = p.key_id();
+            if let (Some(k), Some(rid)) = (&key, req.extensions().get::<RequestId>()) {
+                let _ = rid.1.key_id.set(k.clone());
+            }
             req.extensions_mut().insert::<Principal>(p);
             let mut resp = next.run(req).await;
             if let Some(k) = key {
@@ -307,6 +313,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     let ticket = Arc::new(Ticket {
         start,
         claimed: Default::default(),
+        key_id: Default::default(),
     });
     req.extensions_mut().insert(RequestId(id.clone(), ticket.clone()));
     let in_flight = app.request_metrics.in_flight(&route);
@@ -460,7 +467,7 @@ impl Drop for Abandoned<'_> {
             self.route,
             self.id,
             self.ticket,
-            ("", None),
+            ("", self.ticket.key_id.get().cloned()),
             499,
             Some("client_closed".to_string()),
         );
