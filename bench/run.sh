@@ -157,21 +157,21 @@ for c in 1 4; do
   lg stream --url "$floor/v1/chat/completions" --body "$(sbody 'mock-ok+tokens=200')" --requests "$n" --conns "$c" | sed "s/^/{\"case\":\"floor\",\"rate\":\"stream$c\",\"r\":/; s/\$/}/" >> "$results"
 done
 
-# Memory with many open streams.
-lg hold --url "$gw2/v1/chat/completions" --key sk-bench-master --body "$(body slow ', "stream": true')" --streams "$hold" --seconds 1 > "$tmp/hold.out" &
-hold_pid=$!
-until grep -q all_open "$tmp/hold.out" 2>/dev/null || ! kill -0 $hold_pid 2>/dev/null; do sleep 0.1; done
-hold_kb=$(rss_kb "$gw2_pid")
-wait $hold_pid || true
-opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/hold.out" 2>/dev/null || echo 0)
+# Memory with many open streams. hold_rss PID NAME loadgen-hold-args...: opens $hold streams, reads the
+# gateway's RSS once all are open, and prints "RSS_KB OPENED".
+hold_rss() {
+  local gpid=$1 out="$tmp/$2.out"; shift 2
+  lg hold "$@" --streams "$hold" --seconds 1 > "$out" &
+  local hpid=$!
+  until grep -q all_open "$out" 2>/dev/null || ! kill -0 $hpid 2>/dev/null; do sleep 0.1; done
+  local kb; kb=$(rss_kb "$gpid")
+  wait $hpid || true
+  echo "$kb $(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$out" 2>/dev/null || echo 0)"
+}
+read -r hold_kb opened < <(hold_rss "$gw2_pid" hold --url "$gw2/v1/chat/completions" --key sk-bench-master --body "$(body slow ', "stream": true')")
 # The same streams through the floor: what one idle HTTP/1.1 hop on this stack holds per open stream.
 floor_idle_kb=$(rss_kb "$floor_pid")
-lg hold --url "$floor/v1/chat/completions" --body "$(body 'mock-ok+tokens=200+delay=100' ', "stream": true')" --streams "$hold" --seconds 1 > "$tmp/fhold.out" &
-hold_pid=$!
-until grep -q all_open "$tmp/fhold.out" 2>/dev/null || ! kill -0 $hold_pid 2>/dev/null; do sleep 0.1; done
-floor_hold_kb=$(rss_kb "$floor_pid")
-wait $hold_pid || true
-floor_opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/fhold.out" 2>/dev/null || echo 0)
+read -r floor_hold_kb floor_opened < <(hold_rss "$floor_pid" fhold --url "$floor/v1/chat/completions" --body "$(body 'mock-ok+tokens=200+delay=100' ', "stream": true')")
 echo "$floor_idle_kb $floor_hold_kb $floor_opened" > "$tmp/floor_hold"
 kill "$gw2_pid" 2>/dev/null || true
 # The same streams through a gateway that speaks HTTP/2 to the mock (`http2_prior_knowledge`): every
@@ -183,12 +183,7 @@ gw3_pid=$!
 gw3=$(wait_url "$tmp/gw3.out")
 lg stream --url "$gw3/v1/chat/completions" --key sk-bench-master --body "$(sbody bench)" --requests 20 --conns 4 > /dev/null
 h2_idle_kb=$(rss_kb "$gw3_pid")
-lg hold --url "$gw3/v1/chat/completions" --key sk-bench-master --body "$(body slow ', "stream": true')" --streams "$hold" --seconds 1 > "$tmp/h2hold.out" &
-hold_pid=$!
-until grep -q all_open "$tmp/h2hold.out" 2>/dev/null || ! kill -0 $hold_pid 2>/dev/null; do sleep 0.1; done
-h2_hold_kb=$(rss_kb "$gw3_pid")
-wait $hold_pid || true
-h2_opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/h2hold.out" 2>/dev/null || echo 0)
+read -r h2_hold_kb h2_opened < <(hold_rss "$gw3_pid" h2hold --url "$gw3/v1/chat/completions" --key sk-bench-master --body "$(body slow ', "stream": true')")
 echo "$h2_idle_kb $h2_hold_kb $h2_opened" > "$tmp/h2_hold"
 kill "$gw3_pid" 2>/dev/null || true
 
