@@ -428,16 +428,23 @@ async fn tap(upstream: SocketAddr) -> Tap {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
+/// A gateway whose model `gpt-tapped` (upstream model `upstream_model`) reaches the mock through a
+/// [`tap`].
+async fn tapped_gateway(upstream_model: &str) -> (MockServer, Tap, Gateway) {
     let mock = MockServer::start().await.unwrap();
     let tap = tap(mock.addr).await;
     let config = format!(
-        "{}\n[providers.tapped]\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n\n[models.gpt-tapped]\nprovider = \"tapped\"\nmodel = \"mock-ok+delay=200+tokens=50\"\n",
+        "{}\n[providers.tapped]\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n\n[models.gpt-tapped]\nprovider = \"tapped\"\nmodel = \"{upstream_model}\"\n",
         standard_config(&mock.base_url()),
         tap.addr
     );
     let gw = Gateway::start(&config).await;
+    (mock, tap, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
+    let (mock, tap, gw) = tapped_gateway("mock-ok+delay=200+tokens=50").await;
     let resp = gw
         .post("/v1/chat/completions")
         .json(&streaming("gpt-tapped", "hi"))
@@ -490,14 +497,7 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
 async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_request() {
     // A whole (non-streamed) answer that the upstream takes 5 s to give: the client leaves after
     // 300 ms, and the gateway must hang up on the upstream then, not when the answer comes.
-    let mock = MockServer::start().await.unwrap();
-    let tap = tap(mock.addr).await;
-    let config = format!(
-        "{}\n[providers.tapped]\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n\n[models.gpt-tapped]\nprovider = \"tapped\"\nmodel = \"mock-ok+ttfb=5000\"\n",
-        standard_config(&mock.base_url()),
-        tap.addr
-    );
-    let gw = Gateway::start(&config).await;
+    let (_mock, tap, gw) = tapped_gateway("mock-ok+ttfb=5000").await;
     // An issued key, whose id the abandoned request's usage row must carry.
     let (_, _, key) = common::send(gw.post("/admin/keys").json(&json!({"name": "leaver"}))).await;
     let (key_id, secret) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
