@@ -119,8 +119,8 @@ pub struct RequestId(pub Arc<str>, pub Arc<Ticket>);
 pub struct Ticket {
     pub start: Instant,
     claimed: std::sync::atomic::AtomicBool,
-    /// The issued key that made the request, once authenticated: for the row of a request whose
-    /// client left before its answer (no response carries the key's label then).
+    /// The issued key that made the request, once authenticated: for the usage row this layer
+    /// writes (an error, a refusal, a client that left before its answer).
     key_id: std::sync::OnceLock<String>,
 }
 
@@ -133,10 +133,6 @@ impl Ticket {
         self.claimed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
-
-/// The issued key that made a request, for its usage row.
-#[derive(Debug, Clone)]
-pub struct KeyLabel(pub String);
 
 /// The error an answer carries, for its usage row.
 #[derive(Debug, Clone)]
@@ -270,17 +266,12 @@ pub fn normalize_path(path: &str) -> Option<String> {
 async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     match app.auth.authenticate(req.headers()) {
         Ok(p) => {
-            // The key is shown to the request layer too, for the usage row of an error.
-            let key = p.key_id();
-            if let (Some(k), Some(rid)) = (&key, req.extensions().get::<RequestId>()) {
-                let _ = rid.1.key_id.set(k.clone());
+            // The key is noted on the request's ticket, for the usage row the request layer writes.
+            if let (Some(k), Some(rid)) = (p.key_id(), req.extensions().get::<RequestId>()) {
+                let _ = rid.1.key_id.set(k);
             }
             req.extensions_mut().insert::<Principal>(p);
-            let mut resp = next.run(req).await;
-            if let Some(k) = key {
-                resp.extensions_mut().insert(KeyLabel(k));
-            }
-            resp
+            next.run(req).await
         }
         Err(e) => error_response(Dialect::of_path(req.uri().path()), &e),
     }
@@ -361,7 +352,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
             &route,
             &id,
             &ticket,
-            (&model, resp.extensions().get::<KeyLabel>().map(|k| k.0.clone())),
+            &model,
             resp.status().as_u16(),
             resp.extensions().get::<ErrorTag>().map(|t| t.0.clone()),
         );
@@ -409,7 +400,7 @@ fn unclaimed_row(
     route: &str,
     id: &str,
     ticket: &Ticket,
-    (model, key_id): (&str, Option<String>),
+    model: &str,
     status: u16,
     error_kind: Option<String>,
 ) {
@@ -420,7 +411,7 @@ fn unclaimed_row(
             id: crate::usage::new_id(),
             request_id: id.to_string(),
             ts: crate::store::now_ms(),
-            key_id,
+            key_id: ticket.key_id.get().cloned(),
             surface: surface.to_string(),
             model: model.to_string(),
             provider: None,
@@ -467,7 +458,7 @@ impl Drop for Abandoned<'_> {
             self.route,
             self.id,
             self.ticket,
-            ("", self.ticket.key_id.get().cloned()),
+            "",
             499,
             Some("client_closed".to_string()),
         );
