@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+mod hangup;
 pub mod http;
 mod json_out;
 pub mod keys;

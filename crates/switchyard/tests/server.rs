@@ -220,3 +220,52 @@ async fn a_request_body_sent_slowly_in_parts_is_answered() {
         .expect("a second answer");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
+
+/// Two requests written at once (pipelined): the second waits in the socket while the first is
+/// answered. Both are answered, in order, and the connection's hang-up watch, which sees the second
+/// request waiting, leaves it to hyper and does not spin on it meanwhile.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_without_spinning() {
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(
+        &(config(&mock.base_url())
+            + "\n[models.gpt-late]\nprovider = \"mock\"\nmodel = \"mock-ok+ttfb=1000\"\n"),
+    )
+    .await;
+    // The second request is larger than hyper's read buffer, so that most of it waits in the
+    // socket itself, where the watch sees it.
+    let request = |model: &str, words: usize| {
+        let text = "word ".repeat(words);
+        let body = json!({"model": model, "messages": [{"role": "user", "content": text}]}).to_string();
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut tcp = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", gw.pid())).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        // utime and stime, in clock ticks (fields 14 and 15 of the whole line).
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu();
+    tcp.write_all((request("gpt-late", 1) + &request("gpt-mock", 8_000)).as_bytes())
+        .await
+        .unwrap();
+    for model in ["gpt-late", "gpt-mock"] {
+        let head = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut tcp))
+            .await
+            .expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{model}: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("x-switchyard-model: {model}")),
+            "answers out of order; expected {model}: {head}"
+        );
+    }
+    // A second's wait for the slow answer: a watch spinning on the waiting request would have used
+    // most of it (clock ticks are 10 ms).
+    let used = cpu() - before;
+    assert!(used < 40, "the gateway used {used} ticks of CPU over a 1 s wait");
+}
