@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 struct Socket {
@@ -54,17 +54,31 @@ impl AsyncRead for Shared {
             // SAFETY: `try_read_buf` only writes bytes it read into the slice, and exactly those
             // `n` bytes are marked initialised and filled below.
             let mut dst: &mut [MaybeUninit<u8>] = unsafe { buf.unfilled_mut() };
-            match s.tcp.try_read_buf(&mut dst) {
-                Ok(n) => {
+            let want = dst.len();
+            let mut short = None;
+            // As `TcpStream`'s own read does: a read that fills less than it asked for shows the
+            // socket drained, so its readiness is cleared (with the tick from before the read, so a
+            // wake-up that came meanwhile is kept) and the next poll (or [`HangUp`]'s peek) waits
+            // instead of finding out with a read that fails.
+            let read = s.tcp.try_io(Interest::READABLE, || {
+                let n = s.tcp.try_read_buf(&mut dst)?;
+                if 0 < n && n < want {
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match (read, short) {
+                (Ok(n), _) | (Err(_), Some(n)) => {
                     // SAFETY: the read above initialised the first `n` bytes of the unfilled part.
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     s.reads.fetch_add(1, Ordering::Relaxed);
                     return Poll::Ready(Ok(()));
                 }
-                // Readiness was stale; `try_read_buf` cleared it, so the next poll waits.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                // Readiness was stale; it is cleared, so the next poll waits.
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {}
+                (Err(e), None) => return Poll::Ready(Err(e)),
             }
         }
     }
