@@ -4,7 +4,17 @@
 //! known keys as they are and copy a string in one piece unless it holds something JSON escapes.
 //!
 //! The output is byte for byte what `serde_json` writes for the same struct; debug builds check it on
-//! every call (see the callers), so every test that logs a request or returns metadata compares them.
+//! every call ([`debug_check`]), so every test that logs a request or returns metadata compares them.
+
+/// Debug builds check that `written` is what `serde_json` writes for `value` (`what` names it in the
+/// failure); release builds check nothing.
+pub(crate) fn debug_check<T: serde::Serialize>(written: &[u8], value: &T, what: &str) {
+    debug_assert_eq!(
+        std::str::from_utf8(written).ok(),
+        serde_json::to_string(value).ok().as_deref(),
+        "the hand-written {what} differs from serde's"
+    );
+}
 
 /// Writes `s` as a JSON string: as `serde_json` would (which escapes `"`, `\` and control characters,
 /// and nothing else).

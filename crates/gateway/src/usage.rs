@@ -277,11 +277,7 @@ impl UsageLog {
         let row = if row.has_nul() { row.without_nul() } else { row };
         let mut line = Vec::with_capacity(512);
         row.write_json(&mut line);
-        debug_assert_eq!(
-            std::str::from_utf8(&line).ok(),
-            serde_json::to_string(&row).ok().as_deref(),
-            "the hand-written usage row differs from serde's"
-        );
+        crate::json_out::debug_check(&line, &row, "usage row");
         line.push(b'\n');
         {
             let mut j = self.inner.journal.lock();

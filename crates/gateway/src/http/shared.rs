@@ -274,11 +274,7 @@ pub(crate) fn append_metadata(bytes: &mut Vec<u8>, settle: &Settle) {
         let meta = settle.metadata();
         let at = bytes.len();
         meta.write_json(bytes);
-        debug_assert_eq!(
-            std::str::from_utf8(&bytes[at..]).ok(),
-            serde_json::to_string(&meta).ok().as_deref(),
-            "the hand-written routing_metadata differs from serde's"
-        );
+        crate::json_out::debug_check(&bytes[at..], &meta, "routing_metadata");
         bytes.push(b'}');
     }
 }
