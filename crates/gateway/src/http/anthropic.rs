@@ -98,7 +98,8 @@ async fn attempt_messages(
     let Some((req, carried)) = canonical else {
         return Err(Error::internal("no canonical request"));
     };
-    let (output, more) = dep.provider.chat(req, &dep.upstream_model).await?;
+    // Boxed, as in the chat handler: the largest provider's call would size every request's state.
+    let (output, more) = Box::pin(dep.provider.chat(req, &dep.upstream_model)).await?;
     let mut warnings = carried.clone();
     for w in more {
         if !warnings.contains(&w) {

@@ -70,7 +70,9 @@ async fn attempt_chat(
     let Some(req) = canonical else {
         return Err(Error::internal("no canonical request"));
     };
-    let (output, warnings) = dep.provider.chat(req, &dep.upstream_model).await?;
+    // Boxed: the largest provider's call (2.5 KB) would otherwise size every chat request's state,
+    // the same-dialect ones included, while they wait for their first chunk.
+    let (output, warnings) = Box::pin(dep.provider.chat(req, &dep.upstream_model)).await?;
     let output = match output {
         ChatOutput::Stream(s) => ChatOutput::Stream(first_item(s).await?),
         full => full,

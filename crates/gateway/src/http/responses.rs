@@ -88,7 +88,8 @@ pub async fn create(
 
 async fn attempt(cand: &Candidate, req: &c::ChatRequest) -> Result<(ChatOutput, Vec<String>)> {
     let dep = &cand.dep;
-    let (out, warnings) = dep.provider.chat(req, &dep.upstream_model).await?;
+    // Boxed, as in the chat handler: the largest provider's call would size every request's state.
+    let (out, warnings) = Box::pin(dep.provider.chat(req, &dep.upstream_model)).await?;
     let out = match out {
         ChatOutput::Stream(s) => ChatOutput::Stream(first_item(s).await?),
         full => full,

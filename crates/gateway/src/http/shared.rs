@@ -99,8 +99,16 @@ pub(crate) struct Attempt {
 
 impl Attempt {
     /// Runs the attempt's future within its first-byte deadline.
-    pub async fn within<T>(&self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout_at(self.deadline, fut).await {
+    ///
+    /// A plain function over `Timeout`, not an `async fn`: an `async fn` keeps its argument in its
+    /// state beside the `Timeout` it is moved into, so the attempt's future (2.5 KB for a chat) would
+    /// sit in every waiting request twice.
+    pub fn within<T, F>(&self, fut: F) -> impl std::future::Future<Output = Result<T>>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        use futures::FutureExt;
+        tokio::time::timeout_at(self.deadline, fut).map(move |r| match r {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
@@ -110,7 +118,7 @@ impl Attempt {
                     self.started.elapsed().as_millis()
                 ),
             )),
-        }
+        })
     }
 }
 
