@@ -631,9 +631,14 @@ mod tests {
         let sizes = [
             ("chat_completions", future_size(super::openai::chat_completions)),
             ("messages", future_size(super::anthropic::messages)),
+            ("responses::create", future_size(super::responses::create)),
         ];
         for (name, size) in sizes {
-            assert!(size <= 4096, "{name}'s future is {size} bytes");
+            eprintln!("{name}: {size} bytes");
+            // The Responses handler holds the Responses request beside its chat translation (about
+            // 1.1 KB more than a chat); 7.5 KB before the native path was boxed.
+            let bound = if name == "responses::create" { 5120 } else { 4096 };
+            assert!(size <= bound, "{name}'s future is {size} bytes");
         }
     }
 

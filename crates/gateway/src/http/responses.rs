@@ -173,21 +173,27 @@ async fn begin(
         // Over a WebSocket every answer streams.
         req.stream = true;
     }
-    // A model whose every deployment takes the Responses API natively gets the request as it is.
-    let probe = plan::build(
-        &app.catalog,
-        &route,
-        || needs(&req, &req.input_items),
-        &[ModelType::Chat],
-    )?;
-    if !probe.candidates.is_empty()
-        && probe
-            .candidates
-            .iter()
-            .all(|c| matches!(&c.dep.provider, Provider::OpenAi(p) if p.native_responses))
-    {
-        return native(app, rid, who, headers, obj, req, probe, model_out).await;
-    }
+    // A model whose every deployment takes the Responses API natively gets the request as it is. The
+    // probe lives in this block only: a local alive past the awaits below sits in the future's state.
+    let context_limit = {
+        let probe = plan::build(
+            &app.catalog,
+            &route,
+            || needs(&req, &req.input_items),
+            &[ModelType::Chat],
+        )?;
+        if !probe.candidates.is_empty()
+            && probe
+                .candidates
+                .iter()
+                .all(|c| matches!(&c.dep.provider, Provider::OpenAi(p) if p.native_responses))
+        {
+            // Boxed: its state would otherwise sit inline in every request's future, the
+            // translated path's included: 7,504 -> 4,800 bytes (the size test in http/mod.rs).
+            return Box::pin(native(app, rid, who, headers, obj, req, probe, model_out)).await;
+        }
+        context_limit(&probe)
+    };
     wire::check_translatable(&req)?;
     let owner = owner(who);
     let mut items = Vec::new();
@@ -196,7 +202,7 @@ async fn begin(
     }
     items.extend(req.input_items.iter().cloned());
     if req.truncation.as_deref() == Some("auto") {
-        truncate(&mut items, &req, &probe);
+        truncate(&mut items, &req, context_limit);
     }
     let canonical = wire::to_canonical(&req, &items)?;
     let plan = plan::build(&app.catalog, &route, || needs(&req, &items), &[ModelType::Chat])?;
@@ -277,13 +283,8 @@ async fn begin(
 /// `truncation: "auto"`: the oldest items go until the conversation fits the smallest context among
 /// the model's deployments (with room for the output). Whole turns go: the conversation always
 /// starts at a message, so a tool call never loses its output or the other way round.
-fn truncate(items: &mut Vec<Value>, req: &ResponsesRequest, plan: &plan::Plan) {
-    let Some(ctx) = plan
-        .candidates
-        .iter()
-        .filter_map(|c| c.dep.context_length.or(c.entry.context_length))
-        .min()
-    else {
+fn truncate(items: &mut Vec<Value>, req: &ResponsesRequest, context_limit: Option<u32>) {
+    let Some(ctx) = context_limit else {
         return;
     };
     let budget = u64::from(ctx).saturating_sub(u64::from(req.max_output_tokens.unwrap_or(256)));
@@ -293,6 +294,14 @@ fn truncate(items: &mut Vec<Value>, req: &ResponsesRequest, plan: &plan::Plan) {
             items.remove(0);
         }
     }
+}
+
+/// The smallest context among a plan's deployments, where any says.
+fn context_limit(plan: &plan::Plan) -> Option<u32> {
+    plan.candidates
+        .iter()
+        .filter_map(|c| c.dep.context_length.or(c.entry.context_length))
+        .min()
 }
 
 /// What a native answer reports of its usage.
