@@ -175,7 +175,7 @@ async fn begin(
     }
     // A model whose every deployment takes the Responses API natively gets the request as it is. The
     // probe lives in this block only: a local alive past the awaits below sits in the future's state.
-    let context_limit = {
+    let smallest_context = {
         let probe = plan::build(
             &app.catalog,
             &route,
@@ -202,7 +202,7 @@ async fn begin(
     }
     items.extend(req.input_items.iter().cloned());
     if req.truncation.as_deref() == Some("auto") {
-        truncate(&mut items, &req, context_limit);
+        truncate(&mut items, &req, smallest_context);
     }
     let canonical = wire::to_canonical(&req, &items)?;
     let plan = plan::build(&app.catalog, &route, || needs(&req, &items), &[ModelType::Chat])?;
