@@ -305,22 +305,17 @@ impl Scan<'_> {
             // A value is due here.
             self.ws();
             match self.next() {
-                Some(b'{') => {
+                Some(open @ (b'{' | b'[')) => {
+                    let object = open == b'{';
                     self.ws();
-                    if self.peek() == Some(b'}') {
+                    // An empty container is a whole value; else its first member or element is due.
+                    if self.peek() == Some(if object { b'}' } else { b']' }) {
                         self.i += 1;
                     } else {
-                        frames.push(true);
-                        self.key()?;
-                        continue;
-                    }
-                }
-                Some(b'[') => {
-                    self.ws();
-                    if self.peek() == Some(b']') {
-                        self.i += 1;
-                    } else {
-                        frames.push(false);
+                        frames.push(object);
+                        if object {
+                            self.key()?;
+                        }
                         continue;
                     }
                 }
