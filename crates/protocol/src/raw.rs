@@ -234,16 +234,12 @@ pub fn scan_object(text: &str) -> Result<Vec<(Cow<'_, str>, &str)>, ParseError> 
         s.i += 1;
     } else {
         loop {
-            s.expect(b'"')?;
-            let start = s.i;
-            let escaped = s.string()?;
+            let (quoted, escaped) = s.key()?;
             let key = if escaped {
-                Cow::Owned(serde_json::from_str::<String>(&text[start - 1..s.i]).map_err(|_| ParseError)?)
+                Cow::Owned(serde_json::from_str::<String>(&text[quoted]).map_err(|_| ParseError)?)
             } else {
-                Cow::Borrowed(&text[start..s.i - 1])
+                Cow::Borrowed(&text[quoted.start + 1..quoted.end - 1])
             };
-            s.ws();
-            s.expect(b':')?;
             s.ws();
             let at = s.i;
             s.value()?;
@@ -350,12 +346,16 @@ impl Scan<'_> {
         }
     }
 
-    /// A member's key and its colon (the scan stands on the key's opening quote).
-    fn key(&mut self) -> Result<(), ParseError> {
+    /// A member's key and its colon (the scan stands on the key's opening quote): where the key lies,
+    /// quotes included, and whether it holds an escape.
+    fn key(&mut self) -> Result<(Range<usize>, bool), ParseError> {
+        let start = self.i;
         self.expect(b'"')?;
-        self.string()?;
+        let escaped = self.string()?;
+        let quoted = start..self.i;
         self.ws();
-        self.expect(b':')
+        self.expect(b':')?;
+        Ok((quoted, escaped))
     }
 
     /// The rest of a string whose opening quote was read, up to and past its closing quote; whether
