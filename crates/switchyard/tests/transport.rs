@@ -3,7 +3,8 @@
 //! certificate reported as the upstream's failure, and the proxy variables: CONNECT tunnels for HTTPS
 //! (credentials in the CONNECT), absolute-form requests for plain HTTP (credentials in
 //! `Proxy-Authorization`), and `NO_PROXY`; HTTP/2 with prior knowledge (`http2_prior_knowledge`), every
-//! request multiplexed over one connection.
+//! request multiplexed over one connection; the HTTP/1.1 pool: a connection carries one answer after
+//! another, whole or streamed, and one the upstream closed while it sat idle is not used again.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -265,4 +266,175 @@ async fn prior_knowledge_through_a_forward_proxy_is_refused_at_start() {
         stderr.contains("http2_prior_knowledge") && stderr.contains("NO_PROXY"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn one_http1_connection_carries_answers_one_after_another() {
+    // Each answer, whole or streamed, is read to its end, and its connection goes back to the pool
+    // for the next one. (A streamed answer's connection goes back once the body's end has followed
+    // its `[DONE]`, which may be a moment after the client has its own `[DONE]`: the pause.)
+    let mock = MockServer::start().await.unwrap();
+    let gw = Gateway::start(&config(&mock.base_url())).await;
+    for _ in 0..3 {
+        chat_twice(&gw).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(mock.state.last_http_version().as_deref(), Some("HTTP/1.1"));
+    assert_eq!(
+        mock.state.connections(),
+        1,
+        "six answers in turn over one connection"
+    );
+}
+
+/// Reads one HTTP/1.1 request (its head, then as much body as it announces); false at the
+/// connection's end.
+async fn read_request(tcp: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head_end, length) = loop {
+        let n = tcp.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..i]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, length);
+        }
+    };
+    while got.len() < head_end + length {
+        let n = tcp.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    true
+}
+
+/// A raw upstream on `127.0.0.1:0` that serves each accepted connection with `serve`; its base URL
+/// and the count of connections it accepted.
+async fn raw_upstream<F, Fut>(serve: F) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(serve(tcp));
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
+    // One answer per connection, then the upstream closes it without saying so (no
+    // `Connection: close`): what a server does to a keep-alive connection once its idle timeout ends.
+    let (url, accepted) = raw_upstream(|mut tcp| async move {
+        use tokio::io::AsyncWriteExt as _;
+        if !read_request(&mut tcp).await {
+            return;
+        }
+        let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"raw","choices":[{"index":0,"message":{"role":"assistant","content":"fresh"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+    let gw = Gateway::start(&config(&url)).await;
+    for i in 0..4 {
+        let (status, _, body) = gw.chat(&chat_body("gpt-mock", "hello")).await;
+        assert_eq!(status, StatusCode::OK, "answer {i}: {body}");
+        assert_eq!(body["choices"][0]["message"]["content"], "fresh", "{body}");
+        // Time for the gateway to see the upstream's end of the connection.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+/// An upstream whose streamed answers end their body `gap` after `data: [DONE]`, keeping the
+/// connection for the next request; `None`: never (the body stays open until the client leaves).
+async fn late_end_upstream(
+    gap: Option<std::time::Duration>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    raw_upstream(move |mut tcp| async move {
+        use tokio::io::AsyncWriteExt as _;
+        let chunks = [
+            r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"raw","choices":[{"index":0,"delta":{"role":"assistant","content":"late"},"finish_reason":null}]}"#,
+            r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"raw","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"raw","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+            "data: [DONE]",
+        ];
+        while read_request(&mut tcp).await {
+            let mut answer =
+                String::from("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+            for c in chunks {
+                let event = format!("{c}\n\n");
+                answer += &format!("{:x}\r\n{event}\r\n", event.len());
+            }
+            if tcp.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            let Some(gap) = gap else {
+                // Held open: the gateway gives up on the body's end and closes the connection.
+                let mut rest = [0u8; 64];
+                let _ = tokio::io::AsyncReadExt::read(&mut tcp, &mut rest).await;
+                return;
+            };
+            tokio::time::sleep(gap).await;
+            if tcp.write_all(b"0\r\n\r\n").await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+async fn stream_once(gw: &Gateway) {
+    let mut req = chat_body("gpt-stream", "hello");
+    req["stream"] = Value::Bool(true);
+    let (status, _, frames) = gw.chat_stream(&req).await;
+    assert_eq!(status, StatusCode::OK, "{frames:?}");
+    assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(joined_content(&frames), "late");
+}
+
+#[tokio::test]
+async fn a_streamed_answer_whose_body_ends_after_its_done_gives_its_connection_back() {
+    // The body's end comes 200 ms after `[DONE]`: the client's stream has ended by then, and the
+    // gateway still reads the end, so the connection carries the next answer.
+    let (url, accepted) = late_end_upstream(Some(std::time::Duration::from_millis(200))).await;
+    let gw = Gateway::start(&config(&url)).await;
+    for _ in 0..3 {
+        stream_once(&gw).await;
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_streamed_answer_whose_body_never_ends_closes_its_connection() {
+    // No end after `[DONE]` within the 2 s the gateway waits for it: the connection is closed, not
+    // pooled, and the next answer gets a connection of its own; no client waits for it.
+    let (url, accepted) = late_end_upstream(None).await;
+    let gw = Gateway::start(&config(&url)).await;
+    stream_once(&gw).await;
+    stream_once(&gw).await;
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

@@ -199,6 +199,11 @@ pub(crate) fn sse_events(resp: Response, provider: String) -> BoxStream<'static,
                         let e = Error::bad_gateway(format!("upstream {}: {e}", st.provider));
                         return Some((Err(e), st));
                     }
+                    // After the payload's last event only the body's end can follow: read it
+                    // without waiting, so that the connection serves the next request.
+                    if out.iter().any(is_last_event) {
+                        st.body.finish();
+                    }
                     st.pending.extend(out);
                 }
                 Some(Err(e)) => {
@@ -215,6 +220,11 @@ pub(crate) fn sse_events(resp: Response, provider: String) -> BoxStream<'static,
         }
     })
     .boxed()
+}
+
+/// The event that ends an answer: OpenAI's `data: [DONE]`, Anthropic's `message_stop`.
+fn is_last_event(ev: &SseEvent) -> bool {
+    ev.data.trim_ascii() == "[DONE]" || ev.event.as_deref() == Some("message_stop")
 }
 
 pub(crate) fn timeout_error(provider: &str) -> Error {

@@ -1,6 +1,15 @@
-//! The HTTP client of every upstream: hyper-util's pooled client over our own connector, which does
-//! TLS with rustls (the platform's trust store, HTTP/2 by ALPN) and honours the proxy variables
-//! (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read when the provider is made).
+//! The HTTP client of every upstream: a connection pool of our own over hyper's client connections,
+//! and a connector that does TLS with rustls (the platform's trust store, HTTP/2 by ALPN) and honours
+//! the proxy variables (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read when the provider
+//! is made).
+//!
+//! The pool is ours, not hyper-util's, because a provider's client only ever talks to one origin (its
+//! base URL): there is no pool key to hash and compare, no checkout racing a connect, and no task
+//! spawned per request to wait for the connection to be free again. An HTTP/1.1 connection goes back
+//! to the pool when its answer's body has been read to the end (a body dropped early closes it, as
+//! hyper must); an HTTP/2 one, by prior knowledge or by ALPN, carries every request at once. A request
+//! that a reused connection could not even start (the upstream closed it while idle) is sent again on
+//! another connection, as hyper-util did.
 //!
 //! This replaced reqwest on the hot path. reqwest's layers (a redirect policy that prints and parses
 //! the URL again for every request, a copy of the header map, its own URL type) cost about 12% of a
@@ -11,28 +20,29 @@
 //! the upstream's error instead of silently turning the POST into a GET), and HTTPS proxies (TLS to the
 //! proxy itself) are refused with a clear error; `http://` proxies tunnel HTTPS with CONNECT.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use http::uri::Scheme;
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
-use hyper_util::client::legacy::Client as Pool;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use tokio::time::{Instant, Sleep};
-use tower::{Service, ServiceExt as _};
+use tower::ServiceExt as _;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Tcp = TokioIo<tokio::net::TcpStream>;
@@ -48,17 +58,6 @@ pub enum TransportError {
     Send(String),
     /// The answer's body broke off.
     Body(String),
-}
-
-impl TransportError {
-    fn from_client(e: hyper_util::client::legacy::Error) -> TransportError {
-        let detail = innermost(&e);
-        if e.is_connect() {
-            TransportError::Connect(detail)
-        } else {
-            TransportError::Send(detail)
-        }
-    }
 }
 
 /// The message of the innermost cause, the one that says what happened.
@@ -85,7 +84,7 @@ pub struct ClientOptions {
 /// One provider's pooled client (cheap to clone: the pool is shared).
 #[derive(Clone, Debug)]
 pub struct Client {
-    pool: Pool<Connector, Full<Bytes>>,
+    pool: Arc<Pool>,
     idle: Duration,
     /// What a plain-HTTP request through a proxy carries as `Proxy-Authorization` (the credentials of
     /// the proxy URL); a tunnel sends them in its CONNECT instead.
@@ -162,19 +161,44 @@ impl Client {
             route,
             timeout: opts.connect_timeout,
         };
-        let mut pool = Pool::builder(TokioExecutor::new());
-        pool.pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        if h2 {
-            // One connection carries every request, so a dead one must be noticed: a PING after 30 s
-            // of silence, and the connection is dropped when its answer takes longer than 10 s.
-            pool.http2_only(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .http2_keep_alive_timeout(Duration::from_secs(10));
-        }
-        let pool = pool.build(connector);
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("base_url `{base_url}` has no host"))?;
+        // `Host` as hyper-util wrote it: the port only when it is not the scheme's default.
+        let host = match uri.port_u16() {
+            Some(port) if !(port == 443 && https || port == 80 && !https) => format!("{host}:{port}"),
+            _ => host.to_string(),
+        };
+        let host = HeaderValue::from_str(&host).map_err(|_| format!("base_url `{base_url}`: bad host"))?;
+        let dst = Uri::builder()
+            .scheme(if https { Scheme::HTTPS } else { Scheme::HTTP })
+            .authority(
+                uri.authority()
+                    .cloned()
+                    .ok_or_else(|| format!("base_url `{base_url}` has no host"))?,
+            )
+            .path_and_query("/")
+            .build()
+            .map_err(|e| format!("base_url `{base_url}`: {e}"))?;
+        let mut h2_builder = http2::Builder::new(TokioExecutor::new());
+        // One connection carries every request, so a dead one must be noticed: a PING after 30 s of
+        // silence, and the connection is dropped when its answer takes longer than 10 s.
+        h2_builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let pool = Arc::new(Pool {
+            absolute_form: matches!(connector.route, Route::Forward(_)),
+            connector,
+            dst,
+            host,
+            h2_only: h2,
+            h1: http1::Builder::new(),
+            h2: h2_builder,
+            idle: parking_lot::Mutex::new(Idle::default()),
+            shared_h2: parking_lot::Mutex::new(None),
+            h2_connect: tokio::sync::Mutex::new(()),
+        });
         Ok(Client {
             pool,
             idle: opts.idle_timeout,
@@ -197,17 +221,254 @@ impl Client {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        let resp = match tokio::time::timeout(self.idle, self.pool.request(req)).await {
+        // Boxed: the request's state (944 bytes, the request itself twice over while hyper holds it)
+        // would otherwise grow the future of every handler, which a request holds while it waits
+        // for its answer (hyper-util boxed its own, of 3.1 KiB).
+        let request = Box::pin(self.pool.request(req));
+        let (resp, lease) = match tokio::time::timeout(self.idle, request).await {
             Err(_) => return Err(TransportError::Idle),
-            Ok(Err(e)) => return Err(TransportError::from_client(e)),
-            Ok(Ok(r)) => r,
+            Ok(r) => r?,
         };
         let (head, body) = resp.into_parts();
         Ok(Response {
             head,
             body,
             idle: self.idle,
+            lease,
         })
+    }
+}
+
+/// How long an HTTP/1.1 connection may wait in the pool, and how many may wait (hyper-util's
+/// settings before).
+const POOL_IDLE: Duration = Duration::from_secs(90);
+const POOL_MAX_IDLE: usize = 256;
+
+/// The connections of one provider: all to one origin, its base URL's.
+struct Pool {
+    connector: Connector,
+    /// Where every connection goes: the base URL's scheme and authority.
+    dst: Uri,
+    /// The `Host` of every HTTP/1.1 request.
+    host: HeaderValue,
+    /// Plain HTTP through a forward proxy: the request line names the whole URL.
+    absolute_form: bool,
+    h2_only: bool,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    /// Free HTTP/1.1 connections, the most recently used last.
+    idle: parking_lot::Mutex<Idle>,
+    /// The HTTP/2 connection, shared by every request while it lives.
+    shared_h2: parking_lot::Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+    /// With prior knowledge, one connect at a time: the requests that arrive meanwhile wait for it
+    /// instead of each opening a connection of its own.
+    h2_connect: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Idle {
+    conns: VecDeque<(http1::SendRequest<Full<Bytes>>, Instant)>,
+    /// Whether the task that closes connections idle too long runs.
+    reaper: bool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("dst", &self.dst)
+            .field("h2_only", &self.h2_only)
+            .field("idle", &self.idle.lock().conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// An HTTP/1.1 connection lent to one request until its answer's body has been read.
+#[derive(Debug)]
+struct Lease {
+    tx: http1::SendRequest<Full<Bytes>>,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    /// The answer was read to its end: the connection can carry the next request.
+    fn release(self) {
+        Pool::put_back(&self.pool, self.tx);
+    }
+}
+
+impl Pool {
+    /// Sends `req` (its URI absolute) on a pooled connection, or a new one. A request that a reused
+    /// connection could not start is sent again, on another.
+    async fn request(
+        self: &Arc<Self>,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<(http::Response<Incoming>, Option<Lease>), TransportError> {
+        // Each retry follows a reused connection that closed under the request; a bound all the same.
+        const MAX_ATTEMPTS: u32 = 4;
+        let absolute = req.uri().clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (sender, reused) = self.checkout().await?;
+            let back = match sender {
+                Sender::H2(mut tx) => match tx.try_send_request(req).await {
+                    Ok(resp) => return Ok((resp, None)),
+                    Err(mut e) => match e.take_message() {
+                        // The next checkout passes over this connection: it is closed.
+                        Some(back) if reused && attempt < MAX_ATTEMPTS => back,
+                        _ => return Err(TransportError::Send(innermost(e.error()))),
+                    },
+                },
+                Sender::H1(mut tx) => {
+                    if !self.absolute_form {
+                        *req.uri_mut() = origin_form(&absolute);
+                    }
+                    // A `Host` of the provider's own headers stays.
+                    if let http::header::Entry::Vacant(host) = req.headers_mut().entry(http::header::HOST) {
+                        host.insert(self.host.clone());
+                    }
+                    match tx.try_send_request(req).await {
+                        Ok(resp) => {
+                            let lease = Lease {
+                                tx,
+                                pool: self.clone(),
+                            };
+                            return Ok((resp, Some(lease)));
+                        }
+                        Err(mut e) => match e.take_message() {
+                            Some(mut back) if reused && attempt < MAX_ATTEMPTS => {
+                                *back.uri_mut() = absolute.clone();
+                                back
+                            }
+                            _ => return Err(TransportError::Send(innermost(e.error()))),
+                        },
+                    }
+                }
+            };
+            req = back;
+        }
+    }
+
+    /// A connection for one request, and whether it carried requests before.
+    async fn checkout(self: &Arc<Self>) -> Result<(Sender, bool), TransportError> {
+        if let Some(tx) = self.live_h2() {
+            return Ok((Sender::H2(tx), true));
+        }
+        if self.h2_only {
+            let _one = self.h2_connect.lock().await;
+            if let Some(tx) = self.live_h2() {
+                return Ok((Sender::H2(tx), true));
+            }
+            return Ok((Box::pin(self.connect()).await?, false));
+        }
+        loop {
+            let next = self.idle.lock().conns.pop_back();
+            let Some((mut tx, _)) = next else { break };
+            if tx.is_ready() {
+                return Ok((Sender::H1(tx), true));
+            }
+            // Put back a moment ago: its connection has not yet taken in that the answer ended,
+            // or it is closing.
+            if !tx.is_closed() && tx.ready().await.is_ok() {
+                return Ok((Sender::H1(tx), true));
+            }
+        }
+        Ok((Box::pin(self.connect()).await?, false))
+    }
+
+    fn live_h2(&self) -> Option<http2::SendRequest<Full<Bytes>>> {
+        let shared = self.shared_h2.lock();
+        shared.as_ref().filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    /// A new connection: TCP (through the proxy, if any), TLS, then HTTP/2 when it was asked for or
+    /// ALPN chose it, HTTP/1.1 otherwise. Its task runs on the runtime until the connection ends.
+    /// Callers box it: its state (the TLS handshake's) is several KiB, and inline it would size the
+    /// future of every request, which a request holds while it waits for its answer.
+    async fn connect(&self) -> Result<Sender, TransportError> {
+        let timeout = self.connector.timeout;
+        let conn = match tokio::time::timeout(timeout, self.connector.clone().connect(self.dst.clone())).await
+        {
+            Err(_) => {
+                return Err(TransportError::Connect(format!(
+                    "no connection within {} ms",
+                    timeout.as_millis()
+                )));
+            }
+            Ok(Err(e)) => return Err(TransportError::Connect(innermost(&*e))),
+            Ok(Ok(conn)) => conn,
+        };
+        let handshake_failed = |e: hyper::Error| TransportError::Connect(innermost(&e));
+        if self.h2_only || conn.io.connected().is_negotiated_h2() {
+            let (tx, task) = self.h2.handshake(conn).await.map_err(handshake_failed)?;
+            tokio::spawn(async move {
+                let _ = task.await;
+            });
+            *self.shared_h2.lock() = Some(tx.clone());
+            Ok(Sender::H2(tx))
+        } else {
+            let (mut tx, task) = self.h1.handshake(conn).await.map_err(handshake_failed)?;
+            tokio::spawn(async move {
+                let _ = task.await;
+            });
+            tx.ready().await.map_err(handshake_failed)?;
+            Ok(Sender::H1(tx))
+        }
+    }
+
+    /// Returns a free HTTP/1.1 connection; the ones idle too long, or beyond the pool's size, close.
+    fn put_back(this: &Arc<Self>, tx: http1::SendRequest<Full<Bytes>>) {
+        if tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = this.idle.lock();
+        idle.expire(now);
+        if idle.conns.len() >= POOL_MAX_IDLE {
+            idle.conns.pop_front();
+        }
+        idle.conns.push_back((tx, now));
+        if !idle.reaper {
+            idle.reaper = true;
+            tokio::spawn(reap(Arc::downgrade(this)));
+        }
+    }
+}
+
+impl Idle {
+    fn expire(&mut self, now: Instant) {
+        while self
+            .conns
+            .front()
+            .is_some_and(|(tx, since)| tx.is_closed() || now.duration_since(*since) >= POOL_IDLE)
+        {
+            self.conns.pop_front();
+        }
+    }
+}
+
+/// Closes the connections idle longer than [`POOL_IDLE`] while nothing else touches the pool; ends
+/// with the pool.
+async fn reap(pool: Weak<Pool>) {
+    let mut tick = tokio::time::interval(POOL_IDLE / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        pool.idle.lock().expire(Instant::now());
+    }
+}
+
+/// `/path?query` of an absolute URI, for an HTTP/1.1 request line.
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str() != "/" => Uri::from(pq.clone()),
+        _ => Uri::from(PathAndQuery::from_static("/")),
     }
 }
 
@@ -217,6 +478,8 @@ pub struct Response {
     head: http::response::Parts,
     body: Incoming,
     idle: Duration,
+    /// The HTTP/1.1 connection, back to the pool once the body has been read to its end.
+    lease: Option<Lease>,
 }
 
 impl Response {
@@ -232,10 +495,10 @@ impl Response {
     /// [`TransportError::Idle`].
     pub fn into_stream(self) -> BodyStream {
         BodyStream {
-            body: self.body,
+            body: Some(self.body),
             idle: self.idle,
             sleep: Box::pin(tokio::time::sleep(self.idle)),
-            done: false,
+            lease: self.lease,
         }
     }
 
@@ -272,10 +535,55 @@ impl Response {
 
 /// A response body as a stream of chunks, with the idle timeout between them.
 pub struct BodyStream {
-    body: Incoming,
+    /// `None` once it has ended, failed, or been [finished](BodyStream::finish).
+    body: Option<Incoming>,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
-    done: bool,
+    lease: Option<Lease>,
+}
+
+/// What [`BodyStream::finish`] reads after the payload's end, at most, for the connection's sake.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+impl BodyStream {
+    /// The caller has read the payload's last event (`[DONE]`, `message_stop`): what follows is at
+    /// most the body's own end. It is read here, without the caller waiting for it, so that the
+    /// connection can carry the next request instead of being closed: at once when the end has
+    /// already arrived (the usual case: it comes with the last event), else by a task that waits for
+    /// it (at most [`DRAIN_TIME`] and [`DRAIN_BYTES`]). The stream then ends.
+    pub fn finish(&mut self) {
+        let Some(mut body) = self.body.take() else { return };
+        let Some(lease) = self.lease.take() else { return };
+        let mut read = 0;
+        loop {
+            match futures::FutureExt::now_or_never(http_body_util::BodyExt::frame(&mut body)) {
+                Some(None) => return lease.release(),
+                Some(Some(Ok(frame))) => {
+                    read += frame.data_ref().map_or(0, |d| d.len());
+                    if read > DRAIN_BYTES {
+                        return;
+                    }
+                }
+                Some(Some(Err(_))) => return,
+                None => break,
+            }
+        }
+        tokio::spawn(async move {
+            let drained = tokio::time::timeout(DRAIN_TIME, async {
+                while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                    read += frame.ok()?.data_ref().map_or(0, |d| d.len());
+                    if read > DRAIN_BYTES {
+                        return None;
+                    }
+                }
+                Some(())
+            });
+            if let Ok(Some(())) = drained.await {
+                lease.release();
+            }
+        });
+    }
 }
 
 impl Stream for BodyStream {
@@ -283,11 +591,11 @@ impl Stream for BodyStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.done {
+        let Some(body) = this.body.as_mut() else {
             return Poll::Ready(None);
-        }
+        };
         loop {
-            match Pin::new(&mut this.body).poll_frame(cx) {
+            match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers
@@ -296,16 +604,21 @@ impl Stream for BodyStream {
                     return Poll::Ready(Some(Ok(data)));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.done = true;
+                    this.body = None;
+                    this.lease = None;
                     return Poll::Ready(Some(Err(TransportError::Body(innermost(&e)))));
                 }
                 Poll::Ready(None) => {
-                    this.done = true;
+                    this.body = None;
+                    if let Some(lease) = this.lease.take() {
+                        lease.release();
+                    }
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
                     ready!(this.sleep.as_mut().poll(cx));
-                    this.done = true;
+                    this.body = None;
+                    this.lease = None;
                     return Poll::Ready(Some(Err(TransportError::Idle)));
                 }
             }
@@ -381,11 +694,9 @@ impl Connector {
         match self.route {
             Route::Direct => Ok(Conn {
                 io: self.direct.oneshot(dst).await?,
-                proxied: false,
             }),
             Route::Forward(proxy) => Ok(Conn {
                 io: MaybeHttpsStream::Http(self.http.oneshot(proxy.uri.clone()).await?),
-                proxied: true,
             }),
             Route::Tunnel(proxy) => {
                 let mut tunnel = Tunnel::new(proxy.uri.clone(), self.http);
@@ -402,46 +713,15 @@ impl Connector {
                     .await?;
                 Ok(Conn {
                     io: MaybeHttpsStream::Https(TokioIo::new(tls)),
-                    proxied: false,
                 })
             }
         }
     }
 }
 
-impl Service<Uri> for Connector {
-    type Response = Conn;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Both inner connectors are always ready.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, dst: Uri) -> Self::Future {
-        let this = self.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, this.connect(dst)).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("no connection within {} ms", timeout.as_millis()).into()),
-            }
-        })
-    }
-}
-
 /// A connection to an upstream or to its proxy.
 struct Conn {
     io: MaybeHttpsStream<Tcp>,
-    /// To the proxy, for plain HTTP: requests go in absolute form.
-    proxied: bool,
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        self.io.connected().proxy(self.proxied)
-    }
 }
 
 impl hyper::rt::Read for Conn {
