@@ -15,6 +15,9 @@ use mock_upstream::tls::TestCa;
 use mock_upstream::{MockServer, MockState};
 use reqwest::StatusCode;
 use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 fn config(upstream: &str) -> String {
     format!(
@@ -256,7 +259,7 @@ async fn prior_knowledge_through_a_forward_proxy_is_refused_at_start() {
         .env("NO_PROXY", "")
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .expect("the gateway exits instead of serving")
         .unwrap();
@@ -277,7 +280,7 @@ async fn one_http1_connection_carries_answers_one_after_another() {
     let gw = Gateway::start(&config(&mock.base_url())).await;
     for _ in 0..3 {
         chat_twice(&gw).await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(mock.state.last_http_version().as_deref(), Some("HTTP/1.1"));
     assert_eq!(
@@ -321,18 +324,18 @@ async fn read_request(tcp: &mut tokio::net::TcpStream) -> bool {
 
 /// A raw upstream on `127.0.0.1:0` that serves each accepted connection with `serve`; its base URL
 /// and the count of connections it accepted.
-async fn raw_upstream<F, Fut>(serve: F) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+async fn raw_upstream<F, Fut>(serve: F) -> (String, Arc<AtomicUsize>)
 where
     F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(serve(tcp));
         }
     });
@@ -363,16 +366,14 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
         assert_eq!(status, StatusCode::OK, "answer {i}: {body}");
         assert_eq!(body["choices"][0]["message"]["content"], "fresh", "{body}");
         // Time for the gateway to see the upstream's end of the connection.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
 }
 
 /// An upstream whose streamed answers end their body `gap` after `data: [DONE]`, keeping the
 /// connection for the next request; `None`: never (the body stays open until the client leaves).
-async fn late_end_upstream(
-    gap: Option<std::time::Duration>,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+async fn late_end_upstream(gap: Option<Duration>) -> (String, Arc<AtomicUsize>) {
     raw_upstream(move |mut tcp| async move {
         use tokio::io::AsyncWriteExt as _;
         let chunks = [
@@ -419,13 +420,13 @@ async fn stream_once(gw: &Gateway) {
 async fn a_streamed_answer_whose_body_ends_after_its_done_gives_its_connection_back() {
     // The body's end comes 200 ms after `[DONE]`: the client's stream has ended by then, and the
     // gateway still reads the end, so the connection carries the next answer.
-    let (url, accepted) = late_end_upstream(Some(std::time::Duration::from_millis(200))).await;
+    let (url, accepted) = late_end_upstream(Some(Duration::from_millis(200))).await;
     let gw = Gateway::start(&config(&url)).await;
     for _ in 0..3 {
         stream_once(&gw).await;
-        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -436,5 +437,5 @@ async fn a_streamed_answer_whose_body_never_ends_closes_its_connection() {
     let gw = Gateway::start(&config(&url)).await;
     stream_once(&gw).await;
     stream_once(&gw).await;
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

@@ -161,22 +161,21 @@ impl Client {
             route,
             timeout: opts.connect_timeout,
         };
-        let host = uri
-            .host()
+        let authority = uri
+            .authority()
+            .cloned()
             .ok_or_else(|| format!("base_url `{base_url}` has no host"))?;
         // `Host` as hyper-util wrote it: the port only when it is not the scheme's default.
-        let host = match uri.port_u16() {
-            Some(port) if !(port == 443 && https || port == 80 && !https) => format!("{host}:{port}"),
-            _ => host.to_string(),
+        let host = match authority.port_u16() {
+            Some(port) if !(port == 443 && https || port == 80 && !https) => {
+                format!("{}:{port}", authority.host())
+            }
+            _ => authority.host().to_string(),
         };
         let host = HeaderValue::from_str(&host).map_err(|_| format!("base_url `{base_url}`: bad host"))?;
         let dst = Uri::builder()
             .scheme(if https { Scheme::HTTPS } else { Scheme::HTTP })
-            .authority(
-                uri.authority()
-                    .cloned()
-                    .ok_or_else(|| format!("base_url `{base_url}` has no host"))?,
-            )
+            .authority(authority)
             .path_and_query("/")
             .build()
             .map_err(|e| format!("base_url `{base_url}`: {e}"))?;
@@ -327,7 +326,6 @@ impl Pool {
     ) -> Result<(http::Response<Incoming>, Option<Lease>), TransportError> {
         // Each retry follows a reused connection that closed under the request; a bound all the same.
         const MAX_ATTEMPTS: u32 = 4;
-        let absolute = req.uri().clone();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -342,9 +340,12 @@ impl Pool {
                     },
                 },
                 Sender::H1(mut tx) => {
-                    if !self.absolute_form {
-                        *req.uri_mut() = origin_form(&absolute);
-                    }
+                    // The request line names the path only, except to a forward proxy; the whole URL
+                    // is kept for a retry, which may go over HTTP/2.
+                    let absolute = (!self.absolute_form).then(|| {
+                        let origin = origin_form(req.uri());
+                        std::mem::replace(req.uri_mut(), origin)
+                    });
                     // A `Host` of the provider's own headers stays.
                     if let http::header::Entry::Vacant(host) = req.headers_mut().entry(http::header::HOST) {
                         host.insert(self.host.clone());
@@ -359,7 +360,9 @@ impl Pool {
                         }
                         Err(mut e) => match e.take_message() {
                             Some(mut back) if reused && attempt < MAX_ATTEMPTS => {
-                                *back.uri_mut() = absolute.clone();
+                                if let Some(absolute) = absolute {
+                                    *back.uri_mut() = absolute;
+                                }
                                 back
                             }
                             _ => return Err(TransportError::Send(innermost(e.error()))),
@@ -570,37 +573,38 @@ impl BodyStream {
     /// already arrived (the usual case: it comes with the last event), else by a task that waits for
     /// it (at most [`DRAIN_TIME`] and [`DRAIN_BYTES`]). The stream then ends.
     pub fn finish(&mut self) {
-        let Some(mut body) = self.body.take() else { return };
-        let Some(lease) = self.lease.take() else { return };
-        let mut read = 0;
-        loop {
-            match futures::FutureExt::now_or_never(http_body_util::BodyExt::frame(&mut body)) {
-                Some(None) => return lease.release(),
-                Some(Some(Ok(frame))) => {
-                    read += frame.data_ref().map_or(0, |d| d.len());
-                    if read > DRAIN_BYTES {
-                        return;
-                    }
+        let (Some(body), Some(lease)) = (self.body.take(), self.lease.take()) else {
+            return;
+        };
+        let mut drain = Box::pin(read_to_end(body));
+        match futures::FutureExt::now_or_never(drain.as_mut()) {
+            Some(ended) => {
+                if ended {
+                    lease.release();
                 }
-                Some(Some(Err(_))) => return,
-                None => break,
+            }
+            None => {
+                tokio::spawn(async move {
+                    if let Ok(true) = tokio::time::timeout(DRAIN_TIME, drain).await {
+                        lease.release();
+                    }
+                });
             }
         }
-        tokio::spawn(async move {
-            let drained = tokio::time::timeout(DRAIN_TIME, async {
-                while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-                    read += frame.ok()?.data_ref().map_or(0, |d| d.len());
-                    if read > DRAIN_BYTES {
-                        return None;
-                    }
-                }
-                Some(())
-            });
-            if let Ok(Some(())) = drained.await {
-                lease.release();
-            }
-        });
     }
+}
+
+/// Reads a body to its end, at most [`DRAIN_BYTES`] of it: whether the end came.
+async fn read_to_end(mut body: Incoming) -> bool {
+    let mut read = 0;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let Ok(frame) = frame else { return false };
+        read += frame.data_ref().map_or(0, |d| d.len());
+        if read > DRAIN_BYTES {
+            return false;
+        }
+    }
+    true
 }
 
 impl Stream for BodyStream {
