@@ -101,12 +101,25 @@ pub fn json_body(v: &impl serde::Serialize) -> Response {
     }
 }
 
+/// Headers an answer can carry: its own few, the routing and rate headers and the request id. hyper
+/// keeps a response's header map (emptied) for the rest of its connection's life, a stream's whole
+/// life, so the map is made at this size once: grown from the default, its first table would be
+/// copied and dropped on every request.
+pub(crate) const ANSWER_HEADERS: usize = 20;
+
+/// A response whose header map has room for [`ANSWER_HEADERS`].
+pub(crate) fn answer_with(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.headers_mut() = http::HeaderMap::with_capacity(ANSWER_HEADERS);
+    resp
+}
+
 /// A server-sent-events response relaying `frames` as they come, never buffered.
 pub fn sse_response<S>(frames: S) -> Response
 where
     S: Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
 {
-    let mut resp = Response::new(Body::from_stream(frames));
+    let mut resp = answer_with(Body::from_stream(frames));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

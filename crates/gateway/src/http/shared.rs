@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -258,14 +258,11 @@ pub(crate) fn json_with_metadata(v: &impl serde::Serialize, settle: &Settle) -> 
 /// [`json_with_metadata`] for an object already serialized.
 pub(crate) fn json_bytes_with_metadata(mut bytes: Vec<u8>, settle: &Settle) -> Response {
     append_metadata(&mut bytes, settle);
-    let mut resp = (
-        [(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        bytes,
-    )
-        .into_response();
+    let mut resp = super::response::answer_with(axum::body::Body::from(bytes));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     cost_header(&mut resp, settle);
     resp
 }
@@ -562,9 +559,9 @@ impl RoutingHeaders {
         const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
         const WARNINGS: HeaderName = HeaderName::from_static("x-switchyard-warnings");
         let h = resp.headers_mut();
-        // Room for all of them at once (the rate headers and the request id included): a map that
-        // grows twice keeps both tables until the response ends, a long stream's whole life.
-        h.reserve(20);
+        // Room for all of them at once (the rate headers and the request id included); a map made by
+        // `answer_with` has it already.
+        h.reserve(super::response::ANSWER_HEADERS.saturating_sub(h.len()));
         h.insert(PROVIDER, self.provider);
         h.insert(UPSTREAM_MODEL, self.upstream_model);
         h.insert(MODEL, self.model);
