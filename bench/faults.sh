@@ -59,7 +59,10 @@ held_kb=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
 kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
 wait $hold 2>/dev/null || true
 opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "all_open" in l][0]["opened"])' "$tmp/hold.out")
-perf report -i "$tmp/perf.data" --stats 2>/dev/null | grep -i lost | head -3 >&2 || true
+lost=$(perf report -i "$tmp/perf.data" --stats 2>/dev/null | awk '/LOST_SAMPLES/ {print $NF; exit}' || true)
+if [ -n "$lost" ] && [ "$lost" != 0 ]; then
+  printf '\033[1;33m!!! perf lost %s page faults (its buffer overflowed): the sites below undercount\033[0m\n' "$lost" >&2
+fi
 perf script -i "$tmp/perf.data" -F ip,sym 2>/dev/null | sed -E 's/^\s+[0-9a-f]+ //' > "$tmp/stacks.txt"
 python3 - "$tmp/stacks.txt" "$opened" "$idle_kb" "$held_kb" "$h2" <<'PY'
 import collections, re, sys
