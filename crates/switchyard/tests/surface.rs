@@ -314,6 +314,52 @@ async fn cors_answers_preflights_and_marks_answers_for_listed_origins_only() {
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
 
+/// An answer's header map is made with room for every header the gateway sets (hyper keeps it for the
+/// connection's life: one that grows copies its table on every request). The fullest answers: global
+/// limits (the rate headers), CORS for a listed origin, whole and streamed.
+#[tokio::test]
+async fn answers_carry_no_more_headers_than_their_map_is_made_for() {
+    let mock = mock_upstream::MockServer::start().await.unwrap();
+    let cfg = common::standard_config(&mock.base_url()).replace(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\ncors_origins = [\"https://app.example.com\"]",
+    ) + "\n[limits]\nmax_requests_per_minute = 1000\nmax_tokens_per_minute = 1000000\n";
+    let gw = Gateway::start(&cfg).await;
+    // The headers hyper writes itself, outside the map.
+    let own = |h: &reqwest::header::HeaderMap| {
+        h.keys()
+            .filter(|k| {
+                !matches!(
+                    k.as_str(),
+                    "date" | "content-length" | "transfer-encoding" | "connection"
+                )
+            })
+            .count()
+    };
+    for stream in [false, true] {
+        let mut body = chat_body("gpt-mock", "hi");
+        body["stream"] = json!(stream);
+        let r = gw
+            .post("/v1/chat/completions")
+            .header("origin", "https://app.example.com")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let h = r.headers().clone();
+        let _ = r.bytes().await.unwrap();
+        assert_eq!(h["x-ratelimit-limit-requests"], "1000");
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert!(h.contains_key("x-switchyard-provider") && h.contains_key("x-request-id"));
+        let n = own(&h);
+        assert!(
+            n <= gateway::http::response::ANSWER_HEADERS,
+            "stream={stream}: {n} headers, more than the map is made for: {h:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn global_limits_admit_up_to_the_limit_and_say_so_in_headers() {
     let mock = mock_upstream::MockServer::start().await.unwrap();

@@ -105,7 +105,7 @@ pub fn json_body(v: &impl serde::Serialize) -> Response {
 /// keeps a response's header map (emptied) for the rest of its connection's life, a stream's whole
 /// life, so the map is made at this size once: grown from the default, its first table would be
 /// copied and dropped on every request.
-pub(crate) const ANSWER_HEADERS: usize = 20;
+pub const ANSWER_HEADERS: usize = 20;
 
 /// A response whose header map has room for [`ANSWER_HEADERS`].
 pub(crate) fn answer_with(body: Body) -> Response {
