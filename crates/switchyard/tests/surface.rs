@@ -237,14 +237,18 @@ async fn in_flight_counts_an_open_stream() {
     }
 }
 
+/// The standard config with CORS granted to one origin, `https://app.example.com`.
+fn cors_config(upstream: &str) -> String {
+    common::standard_config(upstream).replace(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\ncors_origins = [\"https://app.example.com\"]",
+    )
+}
+
 #[tokio::test]
 async fn cors_answers_preflights_and_marks_answers_for_listed_origins_only() {
     let mock = mock_upstream::MockServer::start().await.unwrap();
-    let cfg = common::standard_config(&mock.base_url()).replace(
-        "max_body_bytes = 65536",
-        "max_body_bytes = 65536\ncors_origins = [\"https://app.example.com\"]",
-    );
-    let gw = Gateway::start(&cfg).await;
+    let gw = Gateway::start(&cors_config(&mock.base_url())).await;
     // A preflight needs no key: browsers send none.
     let r = gw
         .client
@@ -320,10 +324,8 @@ async fn cors_answers_preflights_and_marks_answers_for_listed_origins_only() {
 #[tokio::test]
 async fn answers_carry_no_more_headers_than_their_map_is_made_for() {
     let mock = mock_upstream::MockServer::start().await.unwrap();
-    let cfg = common::standard_config(&mock.base_url()).replace(
-        "max_body_bytes = 65536",
-        "max_body_bytes = 65536\ncors_origins = [\"https://app.example.com\"]",
-    ) + "\n[limits]\nmax_requests_per_minute = 1000\nmax_tokens_per_minute = 1000000\n";
+    let cfg = cors_config(&mock.base_url())
+        + "\n[limits]\nmax_requests_per_minute = 1000\nmax_tokens_per_minute = 1000000\n";
     let gw = Gateway::start(&cfg).await;
     // The headers hyper writes itself, outside the map.
     let own = |h: &reqwest::header::HeaderMap| {
