@@ -439,3 +439,79 @@ async fn a_streamed_answer_whose_body_never_ends_closes_its_connection() {
     stream_once(&gw).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn answers_framed_every_way_http1_allows_are_read_and_reused_only_when_they_may_be() {
+    // The gateway's own HTTP/1.1 client against the framings an upstream may choose, one after another:
+    // an interim 100 then a chunked body (a chunk extension, a trailer), which keeps the connection;
+    // `Connection: close`, which ends it; HTTP/1.0 with the body ended by the close; a plain length.
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    let (url, accepted) = raw_upstream(move |mut tcp| {
+        let served = count.clone();
+        async move {
+            use tokio::io::AsyncWriteExt as _;
+            let body = |text: &str| {
+                format!(
+                    r#"{{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"raw","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}}"#
+                )
+            };
+            while read_request(&mut tcp).await {
+                let i = served.fetch_add(1, Ordering::SeqCst);
+                let (answer, then_close) = match i {
+                    0 => {
+                        let b = body("chunked");
+                        let (x, y) = b.split_at(20);
+                        (
+                            format!(
+                                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 transfer-encoding: chunked\r\n\r\n{:x};ext=1\r\n{x}\r\n{:X}\r\n{y}\r\n0\r\nx-trailer: 1\r\n\r\n",
+                                x.len(),
+                                y.len()
+                            ),
+                            false,
+                        )
+                    }
+                    1 => {
+                        let b = body("closing");
+                        (
+                            format!(
+                                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+                                b.len()
+                            ),
+                            true,
+                        )
+                    }
+                    2 => (
+                        format!("HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{}", body("to the close")),
+                        true,
+                    ),
+                    _ => {
+                        let b = body("plain");
+                        (
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+                                b.len()
+                            ),
+                            false,
+                        )
+                    }
+                };
+                if tcp.write_all(answer.as_bytes()).await.is_err() || then_close {
+                    let _ = tcp.shutdown().await;
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let gw = Gateway::start(&config(&url)).await;
+    for want in ["chunked", "closing", "to the close", "plain", "plain"] {
+        let (status, _, body) = gw.chat(&chat_body("gpt-mock", "hello")).await;
+        assert_eq!(status, StatusCode::OK, "{want}: {body}");
+        assert_eq!(body["choices"][0]["message"]["content"], want, "{body}");
+    }
+    // The first connection carried the chunked answer and the closing one; the HTTP/1.0 answer had
+    // one of its own; the last two shared a third.
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}

@@ -6,10 +6,14 @@
 //! The pool is ours, not hyper-util's, because a provider's client only ever talks to one origin (its
 //! base URL): there is no pool key to hash and compare, no checkout racing a connect, and no task
 //! spawned per request to wait for the connection to be free again. An HTTP/1.1 connection goes back
-//! to the pool when its answer's body has been read to the end (a body dropped early closes it, as
-//! hyper must); an HTTP/2 one, by prior knowledge or by ALPN, carries every request at once. A request
-//! that a reused connection could not even start (the upstream closed it while idle) is sent again on
+//! to the pool when its answer's body has been read to the end (a body dropped early closes it);
+//! an HTTP/2 one, by prior knowledge or by ALPN, carries every request at once. A request that a
+//! reused connection could not even start (the upstream closed it while idle) is sent again on
 //! another connection, as hyper-util did.
+//!
+//! HTTP/1.1 is spoken by a client of our own ([`h1`]): the task that sends a request reads its answer,
+//! with no connection task or channel between them and no buffer kept between reads, so that an open
+//! stream costs its socket and little else. HTTP/2 is hyper's.
 //!
 //! This replaced reqwest on the hot path. reqwest's layers (a redirect policy that prints and parses
 //! the URL again for every request, a copy of the header map, its own URL type) cost about 12% of a
@@ -34,7 +38,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
@@ -44,8 +48,12 @@ use rustls::ClientConfig;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
 
+mod h1;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Tcp = TokioIo<tokio::net::TcpStream>;
+/// An HTTP/1.1 connection: ours, over the connector's stream.
+type H1 = h1::H1Conn<TokioIo<Conn>>;
 
 /// Why a request or its answer failed below HTTP.
 #[derive(Debug)]
@@ -192,7 +200,6 @@ impl Client {
             dst,
             host,
             h2_only: h2,
-            h1: http1::Builder::new(),
             h2: h2_builder,
             idle: parking_lot::Mutex::new(Idle::default()),
             shared_h2: parking_lot::Mutex::new(None),
@@ -216,24 +223,18 @@ impl Client {
         if let Some(auth) = &self.proxy_auth {
             headers.insert(http::header::PROXY_AUTHORIZATION, auth.clone());
         }
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
-        // Boxed: the request's state (944 bytes, the request itself twice over while hyper holds it)
-        // would otherwise grow the future of every handler, which a request holds while it waits
-        // for its answer (hyper-util boxed its own, of 3.1 KiB).
-        let request = Box::pin(self.pool.request(req));
-        let (resp, lease) = match tokio::time::timeout(self.idle, request).await {
+        // Boxed: the request's state (the request, and the connection while it is sent and its
+        // answer's head read) would otherwise grow the future of every handler, which a request
+        // holds while it waits for its answer (hyper-util boxed its own, of 3.1 KiB).
+        let request = Box::pin(self.pool.request(method, uri, headers, body));
+        let (head, body) = match tokio::time::timeout(self.idle, request).await {
             Err(_) => return Err(TransportError::Idle),
             Ok(r) => r?,
         };
-        let (head, body) = resp.into_parts();
         Ok(Response {
             head,
             body,
             idle: self.idle,
-            lease,
         })
     }
 }
@@ -253,7 +254,6 @@ struct Pool {
     /// Plain HTTP through a forward proxy: the request line names the whole URL.
     absolute_form: bool,
     h2_only: bool,
-    h1: http1::Builder,
     h2: http2::Builder<BoxingExecutor>,
     /// Free HTTP/1.1 connections, the most recently used last.
     idle: parking_lot::Mutex<Idle>,
@@ -266,7 +266,7 @@ struct Pool {
 
 #[derive(Default)]
 struct Idle {
-    conns: VecDeque<(http1::SendRequest<Full<Bytes>>, Instant)>,
+    conns: VecDeque<(Box<H1>, Instant)>,
     /// Whether the task that closes connections idle too long runs.
     reaper: bool,
 }
@@ -282,7 +282,7 @@ impl std::fmt::Debug for Pool {
 }
 
 enum Sender {
-    H1(http1::SendRequest<Full<Bytes>>),
+    H1(Box<H1>),
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
@@ -303,74 +303,74 @@ where
     }
 }
 
-/// An HTTP/1.1 connection lent to one request until its answer's body has been read.
-#[derive(Debug)]
-struct Lease {
-    tx: http1::SendRequest<Full<Bytes>>,
-    pool: Arc<Pool>,
-}
-
-impl Lease {
-    /// The answer was read to its end: the connection can carry the next request.
-    fn release(self) {
-        Pool::put_back(&self.pool, self.tx);
-    }
-}
-
 impl Pool {
-    /// Sends `req` (its URI absolute) on a pooled connection, or a new one. A request that a reused
-    /// connection could not start is sent again, on another.
+    /// Sends a request (its URI absolute) on a pooled connection, or a new one. A request that a
+    /// reused connection could not start is sent again, on another.
     async fn request(
         self: &Arc<Self>,
-        mut req: Request<Full<Bytes>>,
-    ) -> Result<(http::Response<Incoming>, Option<Lease>), TransportError> {
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<(http::response::Parts, Body), TransportError> {
         // Each retry follows a reused connection that closed under the request; a bound all the same.
         const MAX_ATTEMPTS: u32 = 4;
         let mut attempt = 0;
+        // Made for HTTP/2 only, and given back by hyper when the request could not start.
+        let mut h2_req = None;
         loop {
             attempt += 1;
             let (sender, reused) = self.checkout().await?;
-            let back = match sender {
-                Sender::H2(mut tx) => match tx.try_send_request(req).await {
-                    Ok(resp) => return Ok((resp, None)),
-                    Err(mut e) => match e.take_message() {
-                        // The next checkout passes over this connection: it is closed.
-                        Some(back) if reused && attempt < MAX_ATTEMPTS => back,
-                        _ => return Err(TransportError::Send(innermost(e.error()))),
-                    },
-                },
-                Sender::H1(mut tx) => {
-                    // The request line names the path only, except to a forward proxy; the whole URL
-                    // is kept for a retry, which may go over HTTP/2.
-                    let absolute = (!self.absolute_form).then(|| {
-                        let origin = origin_form(req.uri());
-                        std::mem::replace(req.uri_mut(), origin)
+            match sender {
+                Sender::H2(mut tx) => {
+                    let req = h2_req.take().unwrap_or_else(|| {
+                        let mut req = Request::new(Full::new(body.clone()));
+                        *req.method_mut() = method.clone();
+                        *req.uri_mut() = uri.clone();
+                        *req.headers_mut() = headers.clone();
+                        req
                     });
-                    // A `Host` of the provider's own headers stays.
-                    if let http::header::Entry::Vacant(host) = req.headers_mut().entry(http::header::HOST) {
-                        host.insert(self.host.clone());
-                    }
                     match tx.try_send_request(req).await {
                         Ok(resp) => {
-                            let lease = Lease {
-                                tx,
-                                pool: self.clone(),
-                            };
-                            return Ok((resp, Some(lease)));
+                            let (head, body) = resp.into_parts();
+                            return Ok((head, Body::H2(body)));
                         }
                         Err(mut e) => match e.take_message() {
-                            Some(mut back) if reused && attempt < MAX_ATTEMPTS => {
-                                if let Some(absolute) = absolute {
-                                    *back.uri_mut() = absolute;
-                                }
-                                back
-                            }
+                            // The next checkout passes over this connection: it is closed.
+                            Some(back) if reused && attempt < MAX_ATTEMPTS => h2_req = Some(back),
                             _ => return Err(TransportError::Send(innermost(e.error()))),
                         },
                     }
                 }
-            };
-            req = back;
+                Sender::H1(mut conn) => {
+                    // The request line names the path only, except to a forward proxy.
+                    let origin;
+                    let target = if self.absolute_form {
+                        &uri
+                    } else {
+                        origin = origin_form(&uri);
+                        &origin
+                    };
+                    match conn.send(&method, target, &headers, &self.host, &body).await {
+                        Ok(()) => {}
+                        // Nothing of it reached an upstream that had closed the connection.
+                        Err(h1::H1Error::Write(_)) if reused && attempt < MAX_ATTEMPTS => continue,
+                        Err(e) => return Err(TransportError::Send(e.to_string())),
+                    }
+                    let (head, framing) = conn
+                        .read_head(&method)
+                        .await
+                        .map_err(|e| TransportError::Send(e.to_string()))?;
+                    return Ok((
+                        head,
+                        Body::H1(H1Body {
+                            conn,
+                            framing,
+                            pool: self.clone(),
+                        }),
+                    ));
+                }
+            }
         }
     }
 
@@ -388,14 +388,10 @@ impl Pool {
         }
         loop {
             let next = self.idle.lock().conns.pop_back();
-            let Some((mut tx, _)) = next else { break };
-            if tx.is_ready() {
-                return Ok((Sender::H1(tx), true));
-            }
-            // Put back a moment ago: its connection has not yet taken in that the answer ended,
-            // or it is closing.
-            if !tx.is_closed() && tx.ready().await.is_ok() {
-                return Ok((Sender::H1(tx), true));
+            let Some((mut conn, _)) = next else { break };
+            // One the upstream closed (or wrote to) while it sat idle closes here.
+            if conn.is_reusable() {
+                return Ok((Sender::H1(conn), true));
             }
         }
         Ok((Box::pin(self.connect()).await?, false))
@@ -432,27 +428,19 @@ impl Pool {
             *self.shared_h2.lock() = Some(tx.clone());
             Ok(Sender::H2(tx))
         } else {
-            let (mut tx, task) = self.h1.handshake(conn).await.map_err(handshake_failed)?;
-            tokio::spawn(async move {
-                let _ = task.await;
-            });
-            tx.ready().await.map_err(handshake_failed)?;
-            Ok(Sender::H1(tx))
+            Ok(Sender::H1(Box::new(h1::H1Conn::new(TokioIo::new(conn)))))
         }
     }
 
     /// Returns a free HTTP/1.1 connection; the ones idle too long, or beyond the pool's size, close.
-    fn put_back(this: &Arc<Self>, tx: http1::SendRequest<Full<Bytes>>) {
-        if tx.is_closed() {
-            return;
-        }
+    fn put_back(this: &Arc<Self>, conn: Box<H1>) {
         let now = Instant::now();
         let mut idle = this.idle.lock();
         idle.expire(now);
         if idle.conns.len() >= POOL_MAX_IDLE {
             idle.conns.pop_front();
         }
-        idle.conns.push_back((tx, now));
+        idle.conns.push_back((conn, now));
         if !idle.reaper {
             idle.reaper = true;
             tokio::spawn(reap(Arc::downgrade(this)));
@@ -465,7 +453,7 @@ impl Idle {
         while self
             .conns
             .front()
-            .is_some_and(|(tx, since)| tx.is_closed() || now.duration_since(*since) >= POOL_IDLE)
+            .is_some_and(|(_, since)| now.duration_since(*since) >= POOL_IDLE)
         {
             self.conns.pop_front();
         }
@@ -496,10 +484,46 @@ fn origin_form(uri: &Uri) -> Uri {
 #[derive(Debug)]
 pub struct Response {
     head: http::response::Parts,
-    body: Incoming,
+    body: Body,
     idle: Duration,
-    /// The HTTP/1.1 connection, back to the pool once the body has been read to its end.
-    lease: Option<Lease>,
+}
+
+/// An answer's body: hyper's over HTTP/2; over HTTP/1.1 the connection itself, back to the pool once
+/// the body has been read to its end.
+#[derive(Debug)]
+enum Body {
+    H2(Incoming),
+    H1(H1Body),
+}
+
+#[derive(Debug)]
+struct H1Body {
+    /// Boxed, as it is in the pool: it moves between the two without a copy.
+    conn: Box<H1>,
+    framing: h1::Body,
+    pool: Arc<Pool>,
+}
+
+impl H1Body {
+    /// The body has been read: its connection carries the next request if the answer allows.
+    fn release(self) {
+        if self.framing.reusable() {
+            Pool::put_back(&self.pool, self.conn);
+        }
+    }
+
+    /// Reads the rest of the body, at most [`DRAIN_BYTES`] of it: whether its end came.
+    async fn drain(&mut self) -> bool {
+        let mut read = 0;
+        while let Some(data) = std::future::poll_fn(|cx| self.conn.poll_data(&mut self.framing, cx)).await {
+            let Ok(data) = data else { return false };
+            read += data.len();
+            if read > DRAIN_BYTES {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl Response {
@@ -518,7 +542,6 @@ impl Response {
             body: Some(self.body),
             idle: self.idle,
             sleep: Box::pin(tokio::time::sleep(self.idle)),
-            lease: self.lease,
         }
     }
 
@@ -556,10 +579,9 @@ impl Response {
 /// A response body as a stream of chunks, with the idle timeout between them.
 pub struct BodyStream {
     /// `None` once it has ended, failed, or been [finished](BodyStream::finish).
-    body: Option<Incoming>,
+    body: Option<Body>,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
-    lease: Option<Lease>,
 }
 
 /// What [`BodyStream::finish`] reads after the payload's end, at most, for the connection's sake.
@@ -568,43 +590,26 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 impl BodyStream {
     /// The caller has read the payload's last event (`[DONE]`, `message_stop`): what follows is at
-    /// most the body's own end. It is read here, without the caller waiting for it, so that the
-    /// connection can carry the next request instead of being closed: at once when the end has
-    /// already arrived (the usual case: it comes with the last event), else by a task that waits for
-    /// it (at most [`DRAIN_TIME`] and [`DRAIN_BYTES`]). The stream then ends.
+    /// most the body's own end. Over HTTP/1.1 it is read here, without the caller waiting for it, so
+    /// that the connection can carry the next request instead of being closed: at once when the end
+    /// has already arrived (the usual case: it comes with the last event), else by a task that waits
+    /// for it (at most [`DRAIN_TIME`] and [`DRAIN_BYTES`]). The stream then ends.
     pub fn finish(&mut self) {
-        let (Some(body), Some(lease)) = (self.body.take(), self.lease.take()) else {
+        let Some(Body::H1(mut body)) = self.body.take() else {
             return;
         };
-        let mut drain = Box::pin(read_to_end(body));
-        match futures::FutureExt::now_or_never(drain.as_mut()) {
-            Some(ended) => {
-                if ended {
-                    lease.release();
-                }
-            }
-            None => {
+        match body.conn.skip_buffered(&mut body.framing, DRAIN_BYTES) {
+            Ok(true) => body.release(),
+            Ok(false) => {
                 tokio::spawn(async move {
-                    if let Ok(true) = tokio::time::timeout(DRAIN_TIME, drain).await {
-                        lease.release();
+                    if let Ok(true) = tokio::time::timeout(DRAIN_TIME, body.drain()).await {
+                        body.release();
                     }
                 });
             }
+            Err(_) => {}
         }
     }
-}
-
-/// Reads a body to its end, at most [`DRAIN_BYTES`] of it: whether the end came.
-async fn read_to_end(mut body: Incoming) -> bool {
-    let mut read = 0;
-    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-        let Ok(frame) = frame else { return false };
-        read += frame.data_ref().map_or(0, |d| d.len());
-        if read > DRAIN_BYTES {
-            return false;
-        }
-    }
-    true
 }
 
 impl Stream for BodyStream {
@@ -612,36 +617,45 @@ impl Stream for BodyStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let Some(body) = this.body.as_mut() else {
-            return Poll::Ready(None);
+        let polled = match this.body.as_mut() {
+            None => return Poll::Ready(None),
+            Some(Body::H1(body)) => match body.conn.poll_data(&mut body.framing, cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.to_string()))),
+                Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(data))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Some(Body::H2(body)) => loop {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => break Poll::Ready(Some(Ok(data))),
+                        Err(_) => continue, // trailers
+                    },
+                    Poll::Ready(Some(Err(e))) => break Poll::Ready(Some(Err(innermost(&e)))),
+                    Poll::Ready(None) => break Poll::Ready(None),
+                    Poll::Pending => break Poll::Pending,
+                }
+            },
         };
-        loop {
-            match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue; // trailers
-                    };
-                    this.sleep.as_mut().reset(Instant::now() + this.idle);
-                    return Poll::Ready(Some(Ok(data)));
+        match polled {
+            Poll::Ready(Some(Ok(data))) => {
+                this.sleep.as_mut().reset(Instant::now() + this.idle);
+                Poll::Ready(Some(Ok(data)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.body = None;
+                Poll::Ready(Some(Err(TransportError::Body(e))))
+            }
+            Poll::Ready(None) => {
+                if let Some(Body::H1(body)) = this.body.take() {
+                    body.release();
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    this.body = None;
-                    this.lease = None;
-                    return Poll::Ready(Some(Err(TransportError::Body(innermost(&e)))));
-                }
-                Poll::Ready(None) => {
-                    this.body = None;
-                    if let Some(lease) = this.lease.take() {
-                        lease.release();
-                    }
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => {
-                    ready!(this.sleep.as_mut().poll(cx));
-                    this.body = None;
-                    this.lease = None;
-                    return Poll::Ready(Some(Err(TransportError::Idle)));
-                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                ready!(this.sleep.as_mut().poll(cx));
+                this.body = None;
+                Poll::Ready(Some(Err(TransportError::Idle)))
             }
         }
     }
